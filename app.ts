@@ -1,0 +1,75 @@
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import autoload from '@fastify/autoload'
+import fp from 'fastify-plugin'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { PGlite } from '@electric-sql/pglite'
+import configPlugin, { loadConfig, type Config } from './plugins/app/config.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+
+// Run from TypeScript sources (tsx, tap), autoload must pick up `.ts` files.
+if (import.meta.url.endsWith('.ts')) process.env.FASTIFY_AUTOLOAD_TYPESCRIPT ??= '1'
+
+export interface AppOptions {
+  config: Config
+  /** An embedded database shared by several apps in one process (tests). */
+  pglite?: PGlite
+}
+
+/** The whole service as one plugin: ecosystem plugins, our decorators, then the routes. */
+export default async function app (fastify: FastifyInstance, opts: AppOptions) {
+  // Everything reads the configuration, the ecosystem plugins too: it comes first.
+  await fastify.register(configPlugin, opts)
+  await fastify.register(autoload, { dir: path.join(here, 'plugins/external'), options: opts })
+  await fastify.register(autoload, { dir: path.join(here, 'plugins/app'), options: opts, ignorePattern: /^config\./ })
+  await fastify.register(autoload, {
+    dir: path.join(here, 'routes'),
+    options: opts,
+    autoHooks: true,
+    cascadeHooks: true
+  })
+}
+
+const redact = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  '*.password', '*.currentPassword', '*.newPassword',
+  '*.accessToken', '*.refreshToken', '*.token', '*.code',
+  'mail.text', 'mail.html'
+]
+
+export function loggerOptions (config: Config): FastifyServerOptions['logger'] {
+  if (config.LOG_LEVEL === 'silent') return false
+  return {
+    level: config.LOG_LEVEL,
+    redact: { paths: redact, censor: '[redacted]' },
+    ...(config.NODE_ENV === 'development' && { transport: { target: 'pino-pretty' } })
+  }
+}
+
+export interface BuildOptions {
+  /** Environment variables; the process environment when absent. */
+  env?: Record<string, string | undefined>
+  /** Read `.env` too (the server does; the tests do not). */
+  dotenv?: boolean
+  pglite?: PGlite
+}
+
+/** Builds the service exactly as the server runs it; the tests use this too. */
+export async function buildApp (options: BuildOptions = {}) {
+  const config = loadConfig(options.env ?? process.env, options.dotenv)
+  const fastify = Fastify({
+    logger: loggerOptions(config),
+    trustProxy: config.TRUST_PROXY,
+    bodyLimit: 16 * 1024,
+    // Bodies are validated as sent: `["a@b.c"]` is not an email, `"1"` is not a number.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false } },
+    forceCloseConnections: false,
+    return503OnClosing: true
+  }).withTypeProvider<TypeBoxTypeProvider>()
+  // Unencapsulated, so the server and the tests see the decorators (app.config, app.db, …).
+  await fastify.register(fp(app), { config, pglite: options.pglite })
+  return fastify
+}

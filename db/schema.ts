@@ -1,0 +1,55 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely'
+
+// Timestamps are read as Date and may be written as Date or an SQL default.
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+
+export interface UsersTable {
+  id: Generated<string>
+  email: string
+  password_hash: string
+  name: string | null
+  role: Generated<'user' | 'admin'>
+  email_verified_at: NullableTimestamp
+  token_version: Generated<number>
+  disabled_at: NullableTimestamp
+  created_at: Generated<Timestamp>
+  updated_at: Generated<Timestamp>
+  last_login_at: NullableTimestamp
+}
+
+export interface SessionsTable {
+  id: Generated<string>
+  user_id: string
+  device_name: string | null
+  ip: string | null
+  user_agent: string | null
+  created_at: Generated<Timestamp>
+  last_seen_at: Generated<Timestamp>
+  expires_at: Timestamp
+  revoked_at: NullableTimestamp
+}
+
+export interface RefreshTokensTable {
+  jti: string
+  session_id: string
+  user_id: string
+  parent_jti: string | null
+  issued_at: Generated<Timestamp>
+  expires_at: Timestamp
+  rotated_at: NullableTimestamp
+  successor_jti: string | null
+  revoked_at: NullableTimestamp
+}
+
+export interface Database {
+  users: UsersTable
+  sessions: SessionsTable
+  refresh_tokens: RefreshTokensTable
+}
+
+export type User = Selectable<UsersTable>
+export type NewUser = Insertable<UsersTable>
+export type UserUpdate = Updateable<UsersTable>
+export type Session = Selectable<SessionsTable>
+export type RefreshTokenRow = Selectable<RefreshTokensTable>

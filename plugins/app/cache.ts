@@ -1,0 +1,178 @@
+import { EventEmitter } from 'node:events'
+import fp from 'fastify-plugin'
+import fastifyRedis from '@fastify/redis'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Redis } from 'ioredis'
+
+/**
+ * A small key-value cache with expiry and a broadcast channel. It is never the
+ * source of truth: every failure reads as a miss, and callers fall back to
+ * PostgreSQL.
+ */
+export interface Cache {
+  readonly kind: 'memory' | 'redis'
+  /** False while the backend is unreachable: values held elsewhere may be stale. */
+  readonly healthy: boolean
+  get (key: string): Promise<string | null>
+  set (key: string, value: string, ttlSeconds: number): Promise<void>
+  del (...keys: string[]): Promise<void>
+  /** Adds one and returns the new count; the key expires ttlSeconds after it was created. */
+  incr (key: string, ttlSeconds: number): Promise<number>
+  publish (channel: string, message: string): Promise<void>
+  subscribe (channel: string, handler: (message: string) => void): void
+  /** Called when messages may have been missed (a reconnect): drop whatever was derived from them. */
+  onReset (handler: () => void): void
+  ping (): Promise<boolean>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    cache: Cache
+  }
+}
+
+export function createMemoryCache (): Cache & { close (): void } {
+  const entries = new Map<string, { value: string, expires: number }>()
+  const bus = new EventEmitter()
+  bus.setMaxListeners(0)
+  const live = (key: string) => {
+    const entry = entries.get(key)
+    if (entry && entry.expires <= Date.now()) {
+      entries.delete(key)
+      return undefined
+    }
+    return entry
+  }
+  // Expired entries nobody reads again are swept now and then, so memory stays bounded.
+  const sweeper = setInterval(() => {
+    const now = Date.now()
+    for (const [key, entry] of entries) if (entry.expires <= now) entries.delete(key)
+  }, 60_000)
+  sweeper.unref()
+
+  return {
+    kind: 'memory',
+    healthy: true,
+    async get (key) { return live(key)?.value ?? null },
+    async set (key, value, ttlSeconds) { entries.set(key, { value, expires: Date.now() + ttlSeconds * 1000 }) },
+    async del (...keys) { for (const key of keys) entries.delete(key) },
+    async incr (key, ttlSeconds) {
+      const entry = live(key) ?? { value: '0', expires: Date.now() + ttlSeconds * 1000 }
+      entry.value = String(Number(entry.value) + 1)
+      entries.set(key, entry)
+      return Number(entry.value)
+    },
+    async publish (channel, message) { bus.emit(channel, message) },
+    subscribe (channel, handler) { bus.on(channel, handler) },
+    onReset () {},
+    async ping () { return true },
+    close () {
+      clearInterval(sweeper)
+      entries.clear()
+      bus.removeAllListeners()
+    }
+  }
+}
+
+export function createRedisCache (client: Redis, subscriber: Redis, prefix: string, log: FastifyBaseLogger): Cache {
+  const namespace = `${prefix}c:`
+  const handlers = new Map<string, Set<(message: string) => void>>()
+  const resetHandlers = new Set<() => void>()
+  // After an outage Redis may hold values written before a revocation it never
+  // heard of; they are dropped before the cache is trusted again.
+  let trusted = client.status === 'ready'
+
+  const distrust = () => {
+    if (trusted) log.warn('redis unreachable: reading state from the database')
+    trusted = false
+  }
+  const recover = async () => {
+    try {
+      let cursor = '0'
+      do {
+        const [next, keys] = await client.scan(cursor, 'MATCH', `${namespace}*`, 'COUNT', 500)
+        if (keys.length > 0) await client.unlink(...keys)
+        cursor = next
+      } while (cursor !== '0')
+      trusted = true
+      for (const handler of resetHandlers) handler()
+      log.info('redis reachable again: cache emptied and trusted')
+    } catch (err) {
+      log.warn({ err }, 'redis recovery failed')
+    }
+  }
+  client.on('close', distrust)
+  subscriber.on('close', distrust)
+  client.on('ready', () => { if (!trusted) recover() })
+  subscriber.on('ready', () => { for (const handler of resetHandlers) handler() })
+  // Connection errors are retried by ioredis; they are reported through `healthy`.
+  client.on('error', () => {})
+  subscriber.on('error', () => {})
+
+  subscriber.on('message', (channel: string, message: string) => {
+    for (const handler of handlers.get(channel.slice(prefix.length)) ?? []) handler(message)
+  })
+
+  async function attempt<T> (fallback: T, op: () => Promise<T>): Promise<T> {
+    if (!trusted) return fallback
+    try {
+      return await op()
+    } catch (err) {
+      log.warn({ err }, 'redis command failed')
+      distrust()
+      return fallback
+    }
+  }
+
+  return {
+    kind: 'redis',
+    get healthy () { return trusted && subscriber.status === 'ready' },
+    get: key => attempt(null, () => client.get(namespace + key)),
+    set: (key, value, ttlSeconds) => attempt(undefined, async () => { await client.set(namespace + key, value, 'EX', ttlSeconds) }),
+    del: (...keys) => attempt(undefined, async () => { await client.del(...keys.map(k => namespace + k)) }),
+    incr: (key, ttlSeconds) => attempt(0, async () => {
+      const [[, count]] = await client.multi().incr(namespace + key).expire(namespace + key, ttlSeconds, 'NX').exec() as [[Error | null, number]]
+      return count
+    }),
+    publish: (channel, message) => attempt(undefined, async () => { await client.publish(prefix + channel, message) }),
+    subscribe (channel, handler) {
+      if (!handlers.has(channel)) {
+        handlers.set(channel, new Set())
+        subscriber.subscribe(prefix + channel).catch(err => log.warn({ err, channel }, 'redis subscribe failed'))
+      }
+      handlers.get(channel)?.add(handler)
+    },
+    onReset (handler) { resetHandlers.add(handler) },
+    async ping () {
+      try {
+        return (await client.ping()) === 'PONG'
+      } catch {
+        return false
+      }
+    }
+  }
+}
+
+export default fp(async (app) => {
+  const { REDIS_URL, REDIS_CONNECT_TIMEOUT, REDIS_COMMAND_TIMEOUT_MS, CACHE_PREFIX } = app.config
+  if (!REDIS_URL) {
+    const cache = createMemoryCache()
+    app.decorate('cache', cache)
+    app.addHook('onClose', async () => cache.close())
+    return
+  }
+
+  await app.register(fastifyRedis, {
+    url: REDIS_URL,
+    // Bounded everywhere: a dead Redis fails a command at once instead of
+    // queueing it, and reconnects in the background.
+    connectTimeout: REDIS_CONNECT_TIMEOUT * 1000,
+    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    retryStrategy: (times: number) => Math.min(times * 100, 1000)
+  })
+  const subscriber = app.redis.duplicate({ enableOfflineQueue: true, commandTimeout: undefined })
+  app.decorate('cache', createRedisCache(app.redis, subscriber, CACHE_PREFIX, app.log))
+  app.addHook('onClose', async () => { subscriber.disconnect() })
+}, { name: 'cache', dependencies: ['config'] })

@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import fp from 'fastify-plugin'
+import envSchema from 'env-schema'
+import { Type, type Static } from '@sinclair/typebox'
+
+// A duration is whole seconds, or a number with a unit: 300, 90s, 5m, 2h, 1d.
+const Duration = (fallback: string) => Type.String({ pattern: '^[0-9]+(s|m|h|d)?$', default: fallback })
+const Bool = (fallback: boolean) => Type.Boolean({ default: fallback })
+const Count = (fallback: number, minimum = 1) => Type.Integer({ minimum, default: fallback })
+
+export const EnvSchema = Type.Object({
+  NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('production'), Type.Literal('test')], { default: 'development' }),
+  HOST: Type.String({ default: '127.0.0.1' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
+  DATA_DIR: Type.String({ default: './.data' }),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
+  TRUST_PROXY: Type.String({ default: 'false' }),
+
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  DATABASE_POOL_MAX: Count(10),
+  MIGRATE_ON_START: Bool(true),
+
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  REDIS_CONNECT_TIMEOUT: Duration('2s'),
+  REDIS_COMMAND_TIMEOUT_MS: Count(500),
+  CACHE_PREFIX: Type.String({ default: 'latchkey:' }),
+  STATE_CACHE_TTL: Duration('5m'),
+
+  SMTP_URL: Type.Optional(Type.String({ pattern: '^smtps?://' })),
+  MAIL_FROM: Type.String({ default: 'latchkey <no-reply@latchkey.local>' }),
+
+  JWT_SECRET: Type.Optional(Type.String({ minLength: 32 })),
+  JWT_ALGORITHM: Type.Union([Type.Literal('HS256'), Type.Literal('HS384'), Type.Literal('HS512')], { default: 'HS256' }),
+  JWT_ISSUER: Type.String({ minLength: 1, default: 'latchkey' }),
+  JWT_AUDIENCE: Type.String({ minLength: 1, default: 'latchkey' }),
+  JWT_LEEWAY: Duration('0'),
+  ACCESS_TOKEN_TTL: Duration('5m'),
+  REFRESH_TOKEN_TTL: Duration('1d'),
+  ROTATE_REFRESH_TOKENS: Bool(true),
+  BLACKLIST_AFTER_ROTATION: Bool(true),
+  REFRESH_REUSE_INTERVAL: Duration('10s'),
+  FLUSH_EXPIRED_INTERVAL: Duration('1h'),
+
+  PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 8, maximum: 128, default: 8 }),
+
+  OTP_TTL: Duration('10m'),
+  OTP_MAX_ATTEMPTS: Count(5),
+  OTP_RESEND_COOLDOWN: Duration('60s'),
+  OTP_DAILY_FAILURE_LIMIT: Count(20),
+
+  RATE_LIMIT_ENABLED: Bool(true),
+  RATE_LIMIT_GLOBAL_MAX: Count(300),
+  RATE_LIMIT_GLOBAL_WINDOW: Duration('1m'),
+  RATE_LIMIT_LOGIN_IP_MAX: Count(10),
+  RATE_LIMIT_LOGIN_IP_WINDOW: Duration('1m'),
+  RATE_LIMIT_LOGIN_EMAIL_MAX: Count(5),
+  RATE_LIMIT_LOGIN_EMAIL_WINDOW: Duration('15m'),
+  RATE_LIMIT_REGISTER_IP_MAX: Count(5),
+  RATE_LIMIT_REGISTER_IP_WINDOW: Duration('1m'),
+  RATE_LIMIT_REFRESH_IP_MAX: Count(60),
+  RATE_LIMIT_REFRESH_IP_WINDOW: Duration('1m'),
+  RATE_LIMIT_VERIFY_IP_MAX: Count(10),
+  RATE_LIMIT_VERIFY_IP_WINDOW: Duration('1m'),
+  RATE_LIMIT_MAIL_EMAIL_MAX: Count(3),
+  RATE_LIMIT_MAIL_EMAIL_WINDOW: Duration('10m')
+})
+
+type Env = Static<typeof EnvSchema>
+type DurationKey = {
+  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | 'JWT_LEEWAY' | 'REDIS_CONNECT_TIMEOUT' ? K : never) : never
+}[keyof Env]
+
+/** The environment, validated, with durations in seconds and the signing secret resolved. */
+export type Config = Omit<Env, DurationKey | 'TRUST_PROXY'> & Record<DurationKey, number> & {
+  JWT_SECRET: string
+  TRUST_PROXY: boolean | number | string
+}
+
+const units: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
+const durationKeys = Object.entries(EnvSchema.properties)
+  .filter(([, schema]) => 'pattern' in schema && schema.pattern === Duration('0').pattern)
+  .map(([key]) => key as DurationKey)
+
+function seconds (value: string): number {
+  const unit = value.at(-1) as string
+  return unit in units ? Number(value.slice(0, -1)) * units[unit] : Number(value)
+}
+
+// `true`/`false`, a hop count, or a list of trusted addresses, as Fastify's trustProxy takes them.
+function trustProxy (value: string): boolean | number | string {
+  if (value === 'true' || value === 'false') return value === 'true'
+  if (/^[0-9]+$/.test(value)) return Number(value)
+  return value
+}
+
+// Outside production a missing secret is generated once and kept beside the
+// embedded database, so tokens survive restarts of `npm start`.
+function resolveSecret (env: Env): string {
+  if (env.JWT_SECRET) return env.JWT_SECRET
+  if (env.NODE_ENV === 'production') {
+    throw new Error('JWT_SECRET is required when NODE_ENV=production (at least 32 characters)')
+  }
+  const dir = resolve(env.DATA_DIR)
+  const file = join(dir, 'jwt-secret')
+  try {
+    return readFileSync(file, 'utf8').trim()
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  mkdirSync(dir, { recursive: true })
+  const secret = randomBytes(48).toString('base64url')
+  writeFileSync(file, secret + '\n', { mode: 0o600, flag: 'wx' })
+  return secret
+}
+
+export function loadConfig (env: Record<string, string | undefined> = process.env, dotenv = false): Config {
+  // Empty values count as unset, as they do in most .env tooling.
+  const data = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''))
+  const parsed = envSchema<Env>({ schema: EnvSchema, data, env: false, dotenv })
+  const config = { ...parsed } as unknown as Config
+  for (const key of durationKeys) config[key] = seconds(parsed[key] as string)
+  config.TRUST_PROXY = trustProxy(parsed.TRUST_PROXY)
+  config.JWT_SECRET = resolveSecret(parsed)
+  return config
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+  }
+}
+
+export default fp<{ config: Config }>(async (app, opts) => {
+  app.decorate('config', opts.config)
+}, { name: 'config' })

@@ -1,0 +1,121 @@
+import fp from 'fastify-plugin'
+import type { FastifyError, FastifyReply } from 'fastify'
+
+// The closed list of SPEC §12, with the status each code answers by default
+// and the sentence a person reads.
+export const errorCodes = {
+  validation_failed: [400, 'The request is not valid.'],
+  invalid_credentials: [401, 'The email or password is incorrect.'],
+  email_taken: [409, 'An account with this email already exists.'],
+  weak_password: [400, 'The password does not meet the password policy.'],
+  token_missing: [401, 'An access token is required.'],
+  token_invalid: [401, 'The token is invalid.'],
+  token_expired: [401, 'The token has expired.'],
+  token_revoked: [401, 'The token has been revoked.'],
+  token_binding_mismatch: [401, 'The token was issued to another device.'],
+  refresh_reused: [400, 'The refresh token was already used; the session has been ended.'],
+  otp_invalid: [400, 'The code is invalid or has expired'],
+  email_not_verified: [403, 'Verify your email address first.'],
+  forbidden: [403, 'You are not allowed to do this.'],
+  not_found: [404, 'Not found.'],
+  device_limit_reached: [409, 'The limit of signed-in devices has been reached.'],
+  account_disabled: [401, 'The account is disabled.'],
+  rate_limited: [429, 'Too many requests; try again later.'],
+  payload_too_large: [413, 'The request body is too large.'],
+  unsupported_media_type: [415, 'The content type is not supported.'],
+  service_unavailable: [503, 'The service is unavailable; try again shortly.'],
+  internal_error: [500, 'Something went wrong on our side.']
+} as const satisfies Record<string, readonly [number, string]>
+
+export type ErrorCode = keyof typeof errorCodes
+
+/** A failure a client caused or should hear about; the error handler turns it into the §12 shape. */
+export class AppError extends Error {
+  readonly code: ErrorCode
+  readonly statusCode: number
+
+  constructor (code: ErrorCode, options: { statusCode?: number, message?: string, cause?: unknown } = {}) {
+    super(options.message ?? errorCodes[code][1], { cause: options.cause })
+    this.name = 'AppError'
+    this.code = code
+    this.statusCode = options.statusCode ?? errorCodes[code][0]
+  }
+}
+
+const reasonPhrases: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  409: 'Conflict',
+  413: 'Payload Too Large',
+  415: 'Unsupported Media Type',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable'
+}
+
+export function errorBody (code: ErrorCode, statusCode: number, message: string) {
+  return { statusCode, code, error: reasonPhrases[statusCode] ?? 'Error', message }
+}
+
+// Fastify's own errors that a client causes, and the §12 code each becomes.
+const fastifyCodes: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'validation_failed',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'validation_failed',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'validation_failed',
+  FST_ERR_VALIDATION: 'validation_failed'
+}
+
+// PostgreSQL (or the pool in front of it) is not there: the request can be
+// retried shortly, so it is a 503 and not our bug.
+const unavailableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'ETIMEDOUT', 'EPIPE', '57P01', '57P03', '08006', '08001', '08003'])
+
+function isUnavailable (err: FastifyError): boolean {
+  const code = err.code ?? (err.cause as FastifyError | undefined)?.code
+  return (code !== undefined && unavailableCodes.has(code)) ||
+    /Connection terminated|timeout exceeded when trying to connect|PGlite is closed/i.test(err.message)
+}
+
+function send (reply: FastifyReply, code: ErrorCode, statusCode: number, message: string) {
+  if (statusCode === 401) {
+    const sent = reply.request.headers.authorization !== undefined
+    reply.header('www-authenticate', sent ? 'Bearer realm="latchkey", error="invalid_token"' : 'Bearer realm="latchkey"')
+  }
+  return reply.code(statusCode).send(errorBody(code, statusCode, message))
+}
+
+export default fp(async (app) => {
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    if (err instanceof AppError) {
+      return send(reply, err.code, err.statusCode, err.message)
+    }
+    const mapped = err.code === undefined ? undefined : fastifyCodes[err.code]
+    if (mapped === 'validation_failed' && err.validation) {
+      return send(reply, mapped, 400, `The request is not valid: ${err.message}.`)
+    }
+    if (mapped !== undefined) {
+      return send(reply, mapped, errorCodes[mapped][0], errorCodes[mapped][1])
+    }
+    if (err.statusCode === 429) {
+      return send(reply, 'rate_limited', 429, errorCodes.rate_limited[1])
+    }
+    if (isUnavailable(err)) {
+      request.log.error({ err }, 'backend unavailable')
+      reply.header('retry-after', '5')
+      return send(reply, 'service_unavailable', 503, errorCodes.service_unavailable[1])
+    }
+    if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+      request.log.info({ err }, 'client error')
+      return send(reply, 'validation_failed', 400, errorCodes.validation_failed[1])
+    }
+    request.log.error({ err }, 'unhandled error')
+    return send(reply, 'internal_error', 500, errorCodes.internal_error[1])
+  })
+
+  app.setNotFoundHandler((request, reply) => {
+    return send(reply, 'not_found', 404, `Route ${request.method} ${request.url.split('?')[0]} not found.`)
+  })
+}, { name: 'errors' })

@@ -1,0 +1,11 @@
+import { loadConfig } from '../plugins/app/config.js'
+import { createDatabase } from '../plugins/app/db.js'
+import { migrateToLatest } from '../db/migrate.js'
+
+const db = createDatabase(loadConfig(process.env, true))
+try {
+  const applied = await migrateToLatest(db)
+  console.log(applied.length > 0 ? `applied: ${applied.join(', ')}` : 'already up to date')
+} finally {
+  await db.destroy()
+}
