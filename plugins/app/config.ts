@@ -75,7 +75,7 @@ type DurationKey = {
 /** The environment, validated, with durations in seconds and the signing secret resolved. */
 export type Config = Omit<Env, DurationKey | 'TRUST_PROXY'> & Record<DurationKey, number> & {
   JWT_SECRET: string
-  TRUST_PROXY: boolean | number | string
+  TRUST_PROXY: TrustProxy
 }
 
 const units: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
@@ -88,10 +88,15 @@ function seconds (value: string): number {
   return unit in units ? Number(value.slice(0, -1)) * units[unit] : Number(value)
 }
 
-// `true`/`false`, a hop count, or a list of trusted addresses, as Fastify's trustProxy takes them.
-function trustProxy (value: string): boolean | number | string {
+type TrustProxy = boolean | string | ((address: string, hop: number) => boolean)
+
+// `true`/`false`, a hop count, or a comma-separated list of trusted addresses or CIDRs.
+function trustProxy (value: string): TrustProxy {
   if (value === 'true' || value === 'false') return value === 'true'
-  if (/^[0-9]+$/.test(value)) return Number(value)
+  if (/^[0-9]+$/.test(value)) {
+    const hops = Number(value)
+    return (_address, hop) => hop < hops
+  }
   return value
 }
 

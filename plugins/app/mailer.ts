@@ -31,12 +31,13 @@ export default fp(async (app) => {
     })
     return
   }
-  const transport = nodemailer.createTransport(SMTP_URL, {
-    from: MAIL_FROM,
+  // Bounded, so a dead SMTP server fails a send instead of holding it open.
+  const transport = nodemailer.createTransport({
+    url: SMTP_URL,
     connectionTimeout: 5000,
     greetingTimeout: 5000,
     socketTimeout: 10000
-  })
+  }, { from: MAIL_FROM })
   app.decorate('mailer', {
     async send (mail: Mail) {
       await transport.sendMail(mail)
