@@ -1,8 +1,9 @@
 import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely'
 
-// Timestamps are read as Date and may be written as Date or an SQL default.
-type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>
-type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>
+// Timestamps are read and written as Date; the defaulted ones may be left to the database.
+type Timestamp = Date
+type NullableTimestamp = ColumnType<Date | null, Date | null | undefined, Date | null>
+type DefaultedTimestamp = ColumnType<Date, Date | undefined, Date>
 
 export interface UsersTable {
   id: Generated<string>
@@ -13,8 +14,8 @@ export interface UsersTable {
   email_verified_at: NullableTimestamp
   token_version: Generated<number>
   disabled_at: NullableTimestamp
-  created_at: Generated<Timestamp>
-  updated_at: Generated<Timestamp>
+  created_at: DefaultedTimestamp
+  updated_at: DefaultedTimestamp
   last_login_at: NullableTimestamp
 }
 
@@ -24,8 +25,8 @@ export interface SessionsTable {
   device_name: string | null
   ip: string | null
   user_agent: string | null
-  created_at: Generated<Timestamp>
-  last_seen_at: Generated<Timestamp>
+  created_at: DefaultedTimestamp
+  last_seen_at: DefaultedTimestamp
   expires_at: Timestamp
   revoked_at: NullableTimestamp
 }
@@ -35,7 +36,7 @@ export interface RefreshTokensTable {
   session_id: string
   user_id: string
   parent_jti: string | null
-  issued_at: Generated<Timestamp>
+  issued_at: DefaultedTimestamp
   expires_at: Timestamp
   rotated_at: NullableTimestamp
   successor_jti: string | null

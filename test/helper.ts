@@ -42,3 +42,33 @@ export async function build (t: Test, overrides: Env = {}) {
 export function uniqueEmail (label = 'user'): string {
   return `${label}-${randomUUID()}@example.com`
 }
+
+export type App = Awaited<ReturnType<typeof build>>
+export const password = 'correct horse battery staple'
+
+export interface Tokens { accessToken: string, refreshToken?: string, tokenType: string, expiresIn: number, refreshExpiresIn?: number }
+export interface Account { id: string, email: string, tokens: Tokens }
+
+/** Registers a fresh account and returns its first tokens. */
+export async function register (app: App, email = uniqueEmail()): Promise<Account> {
+  const res = await app.inject({ method: 'POST', url: '/auth/register', payload: { email, password } })
+  if (res.statusCode !== 201) throw new Error(`register: ${res.statusCode} ${res.body}`)
+  const body = res.json()
+  return { id: body.user.id, email, tokens: body.tokens }
+}
+
+/** Logs in again (another device) and returns the new tokens. */
+export async function login (app: App, email: string, deviceName?: string): Promise<Tokens> {
+  const res = await app.inject({ method: 'POST', url: '/auth/login', payload: { email, password, ...(deviceName && { deviceName }) } })
+  if (res.statusCode !== 200) throw new Error(`login: ${res.statusCode} ${res.body}`)
+  return res.json().tokens
+}
+
+/** A request with the access token. */
+export function authed (app: App, accessToken: string, options: { method?: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: object }) {
+  return app.inject({ ...options, headers: { authorization: `Bearer ${accessToken}` } })
+}
+
+export function refresh (app: App, refreshToken: string | undefined) {
+  return app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken } })
+}

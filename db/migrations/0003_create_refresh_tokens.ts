@@ -7,7 +7,7 @@ export async function up (db: Kysely<any>): Promise<void> {
     .addColumn('session_id', 'uuid', col => col.notNull().references('sessions.id').onDelete('cascade'))
     .addColumn('user_id', 'uuid', col => col.notNull().references('users.id').onDelete('cascade'))
     // A token has at most one child: the database refuses a second branch of a session.
-    .addColumn('parent_jti', 'uuid', col => col.unique().references('refresh_tokens.jti').onDelete('cascade'))
+    .addColumn('parent_jti', 'uuid', col => col.unique().references('refresh_tokens.jti').onDelete('set null'))
     .addColumn('issued_at', 'timestamptz', col => col.notNull().defaultTo(sql`now()`))
     .addColumn('expires_at', 'timestamptz', col => col.notNull())
     .addColumn('rotated_at', 'timestamptz')

@@ -1,0 +1,49 @@
+import type { Kysely, Transaction } from 'kysely'
+import type { Database, RefreshTokenRow } from '../schema.js'
+
+type Db = Kysely<Database> | Transaction<Database>
+
+export interface NewRefreshToken {
+  jti: string
+  sessionId: string
+  userId: string
+  parentJti: string | null
+  iat: number
+  exp: number
+}
+
+export async function insertRefreshToken (db: Db, token: NewRefreshToken): Promise<void> {
+  await db.insertInto('refresh_tokens').values({
+    jti: token.jti,
+    session_id: token.sessionId,
+    user_id: token.userId,
+    parent_jti: token.parentJti,
+    // Stored to the second the token says, so the token can be signed again identically.
+    issued_at: new Date(token.iat * 1000),
+    expires_at: new Date(token.exp * 1000)
+  }).execute()
+}
+
+/** Reads a refresh token and locks it for the rest of the transaction: concurrent refreshes of it queue here. */
+export function lockRefreshToken (trx: Transaction<Database>, jti: string): Promise<RefreshTokenRow | undefined> {
+  return trx.selectFrom('refresh_tokens').selectAll().where('jti', '=', jti).forUpdate().executeTakeFirst()
+}
+
+export function findRefreshToken (db: Db, jti: string): Promise<RefreshTokenRow | undefined> {
+  return db.selectFrom('refresh_tokens').selectAll().where('jti', '=', jti).executeTakeFirst()
+}
+
+export async function markRotated (trx: Transaction<Database>, jti: string, successorJti: string): Promise<void> {
+  await trx.updateTable('refresh_tokens')
+    .set({ rotated_at: new Date(), successor_jti: successorJti })
+    .where('jti', '=', jti)
+    .execute()
+}
+
+/** Deletes up to `limit` refresh tokens that expired; returns how many went. */
+export async function deleteExpiredRefreshTokens (db: Db, limit: number): Promise<number> {
+  const result = await db.deleteFrom('refresh_tokens')
+    .where('jti', 'in', db.selectFrom('refresh_tokens').select('jti').where('expires_at', '<', new Date()).limit(limit))
+    .executeTakeFirst()
+  return Number(result.numDeletedRows)
+}

@@ -1,0 +1,38 @@
+import type { Kysely, Transaction } from 'kysely'
+import type { Database, NewUser, User } from '../schema.js'
+
+type Db = Kysely<Database> | Transaction<Database>
+
+/** Emails are stored trimmed and lower-cased; every lookup goes through this. */
+export const normaliseEmail = (email: string) => email.trim().toLowerCase()
+
+export function findUserByEmail (db: Db, email: string): Promise<User | undefined> {
+  return db.selectFrom('users').selectAll().where('email', '=', normaliseEmail(email)).executeTakeFirst()
+}
+
+export function findUserById (db: Db, id: string): Promise<User | undefined> {
+  return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst()
+}
+
+/** Inserts the user, or returns undefined when the email is taken (the unique index decides, not a prior read). */
+export function insertUser (db: Db, user: NewUser): Promise<User | undefined> {
+  return db.insertInto('users')
+    .values({ ...user, email: normaliseEmail(user.email) })
+    .onConflict(oc => oc.column('email').doNothing())
+    .returningAll()
+    .executeTakeFirst()
+}
+
+/** Every token of the user dies: their `ver` no longer matches. Returns the new version. */
+export async function bumpTokenVersion (db: Db, id: string): Promise<number | undefined> {
+  const row = await db.updateTable('users')
+    .set(eb => ({ token_version: eb('token_version', '+', 1), updated_at: new Date() }))
+    .where('id', '=', id)
+    .returning('token_version')
+    .executeTakeFirst()
+  return row?.token_version
+}
+
+export async function touchLogin (db: Db, id: string): Promise<void> {
+  await db.updateTable('users').set({ last_login_at: new Date() }).where('id', '=', id).execute()
+}

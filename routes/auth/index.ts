@@ -1,0 +1,104 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
+import { AppError } from '../../plugins/app/errors.js'
+import { bearerToken } from '../../plugins/app/authenticate.js'
+import { findUserByEmail, insertUser, normaliseEmail, touchLogin } from '../../db/queries/users.js'
+import { userView } from '../../openapi/components.js'
+import {
+  LoginBody, LogoutBody, RefreshBody, RegisterBody,
+  loginResponses, logoutResponses, refreshResponses, registerResponses
+} from './schemas.js'
+
+const device = (request: FastifyRequest, deviceName?: string) => ({ deviceName, ip: request.ip, userAgent: request.headers['user-agent'] })
+
+const route: FastifyPluginAsyncTypebox = async (app) => {
+  const { config } = app
+  const perIp = (max: number, windowSeconds: number) => ({ rateLimit: { max, timeWindow: windowSeconds * 1000 } })
+
+  app.post('/register', {
+    config: perIp(config.RATE_LIMIT_REGISTER_IP_MAX, config.RATE_LIMIT_REGISTER_IP_WINDOW),
+    schema: {
+      tags: ['auth'],
+      summary: 'Create an account; opens a session and mails an email-verification code',
+      operationId: 'register',
+      body: RegisterBody,
+      response: registerResponses
+    }
+  }, async (request, reply) => {
+    const { email, password, name } = request.body
+    const passwordHash = await app.passwords.hash(password)
+    const result = await app.db.transaction().execute(async trx => {
+      const user = await insertUser(trx, { email, password_hash: passwordHash, name: name ?? null })
+      if (!user) throw new AppError('email_taken')
+      return { user, ...await app.sessions.open(trx, user, device(request)) }
+    })
+    reply.code(201)
+    return { user: userView(result.user), tokens: result.tokens }
+  })
+
+  app.post('/login', {
+    config: perIp(config.RATE_LIMIT_LOGIN_IP_MAX, config.RATE_LIMIT_LOGIN_IP_WINDOW),
+    preHandler: app.emailRateLimit({ name: 'login', max: config.RATE_LIMIT_LOGIN_EMAIL_MAX, windowSeconds: config.RATE_LIMIT_LOGIN_EMAIL_WINDOW }),
+    schema: {
+      tags: ['auth'],
+      summary: 'Log in with email and password; opens a session',
+      operationId: 'login',
+      body: LoginBody,
+      response: loginResponses
+    }
+  }, async (request) => {
+    const { email, password, deviceName } = request.body
+    const user = await findUserByEmail(app.db, normaliseEmail(email))
+    // Unknown, wrong and disabled all answer alike, after the same work.
+    const ok = await app.passwords.verify(user?.password_hash, password)
+    if (!user || !ok || user.disabled_at !== null) throw new AppError('invalid_credentials')
+    const { tokens } = await app.db.transaction().execute(async trx => {
+      await touchLogin(trx, user.id)
+      return await app.sessions.open(trx, user, device(request, deviceName))
+    })
+    return { user: userView(user), tokens }
+  })
+
+  app.post('/refresh', {
+    config: perIp(config.RATE_LIMIT_REFRESH_IP_MAX, config.RATE_LIMIT_REFRESH_IP_WINDOW),
+    schema: {
+      tags: ['auth'],
+      summary: 'Exchange a refresh token for a new access token (and, with rotation, a new refresh token)',
+      description: 'Failures answer 400 (RFC 6749 invalid_grant): the client sends the user to log in.',
+      operationId: 'refresh',
+      body: RefreshBody,
+      response: refreshResponses
+    }
+  }, async (request) => ({ tokens: await app.sessions.rotate(request.body.refreshToken) }))
+
+  app.post('/logout', {
+    schema: {
+      tags: ['auth'],
+      summary: 'End this session, every other session, or every session of the user',
+      description: 'Authenticated by the Bearer access token, or by `refreshToken` in the body when the access token is gone.',
+      operationId: 'logout',
+      security: [{ bearerAuth: [] }, {}],
+      body: LogoutBody,
+      response: logoutResponses
+    },
+    // A logout by access token may come with no body at all.
+    preValidation: async (request) => { request.body ??= {} }
+  }, async (request, reply) => {
+    const { refreshToken, scope = 'global' } = request.body
+    const token = bearerToken(request)
+    let who: { userId: string, sessionId: string }
+    if (token !== undefined) {
+      const user = await app.principalOf(app.tokens.verify(token, 'access'))
+      who = { userId: user.id, sessionId: user.sessionId }
+    } else if (refreshToken !== undefined) {
+      const claims = await app.sessions.check(refreshToken)
+      who = { userId: claims.sub, sessionId: claims.sid }
+    } else {
+      throw new AppError('token_missing')
+    }
+    await app.sessions.end(who.userId, who.sessionId, scope)
+    reply.code(204)
+  })
+}
+
+export default route

@@ -1,0 +1,40 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { errors } from '../../../openapi/components.js'
+
+const VerifyBody = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, { additionalProperties: false })
+const Verified = Type.Object({
+  valid: Type.Literal(true),
+  type: Type.Union([Type.Literal('access'), Type.Literal('refresh')]),
+  sub: Type.String({ format: 'uuid' }),
+  sid: Type.String({ format: 'uuid' }),
+  exp: Type.Integer({ description: 'Expiry, in seconds since the epoch.' })
+})
+
+const route: FastifyPluginAsyncTypebox = async (app) => {
+  app.post('/verify', {
+    schema: {
+      tags: ['auth'],
+      summary: 'Check an access or refresh token: signature, claims and revocation state',
+      operationId: 'verifyToken',
+      body: VerifyBody,
+      response: { 200: Verified, ...errors(400, 401, 429) }
+    }
+  }, async (request) => {
+    const { token } = request.body
+    // The unverified `typ` only picks which verifier runs; that verifier checks everything.
+    let kind: unknown
+    try {
+      kind = app.tokens.decode(token)?.typ
+    } catch {
+      kind = undefined
+    }
+    const claims = kind === 'refresh'
+      ? await app.sessions.check(token)
+      : app.tokens.verify(token, 'access')
+    if (claims.typ === 'access') await app.principalOf(claims)
+    return { valid: true as const, type: claims.typ, sub: claims.sub, sid: claims.sid, exp: claims.exp }
+  })
+}
+
+export default route

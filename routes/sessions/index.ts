@@ -1,0 +1,61 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { errors } from '../../openapi/components.js'
+import { listActiveSessions } from '../../db/queries/sessions.js'
+import { AppError } from '../../plugins/app/errors.js'
+
+const SessionView = Type.Object({
+  id: Type.String({ format: 'uuid', description: "The tokens' `sid`." }),
+  deviceName: Type.Union([Type.String(), Type.Null()]),
+  ip: Type.Union([Type.String(), Type.Null()]),
+  userAgent: Type.Union([Type.String(), Type.Null()]),
+  createdAt: Type.String({ format: 'date-time' }),
+  lastSeenAt: Type.String({ format: 'date-time' }),
+  current: Type.Boolean({ description: 'The session of the token making this request.' })
+}, { additionalProperties: false })
+
+const route: FastifyPluginAsyncTypebox = async (app) => {
+  app.addHook('onRequest', app.authenticate)
+
+  app.get('/', {
+    schema: {
+      tags: ['sessions'],
+      summary: "The caller's active sessions, the current one marked",
+      operationId: 'listSessions',
+      security: [{ bearerAuth: [] }],
+      response: { 200: Type.Object({ sessions: Type.Array(SessionView) }), ...errors(401, 429) }
+    }
+  }, async (request) => {
+    const sessions = await listActiveSessions(app.db, request.user.id)
+    return {
+      sessions: sessions.map(s => ({
+        id: s.id,
+        deviceName: s.device_name,
+        ip: s.ip,
+        userAgent: s.user_agent,
+        createdAt: s.created_at.toISOString(),
+        lastSeenAt: s.last_seen_at.toISOString(),
+        current: s.id === request.user.sessionId
+      }))
+    }
+  })
+
+  app.delete('/:id', {
+    schema: {
+      tags: ['sessions'],
+      summary: 'Revoke one of the caller\'s sessions: its tokens die at once',
+      operationId: 'revokeSession',
+      security: [{ bearerAuth: [] }],
+      params: Type.Object({ id: Type.String({ format: 'uuid' }) }),
+      response: { 204: Type.Null({ description: 'Revoked.' }), ...errors(400, 401, 404, 429) }
+    }
+  }, async (request, reply) => {
+    const session = await app.revocation.session(request.params.id)
+    // Someone else's session is as unknown to the caller as one that never existed.
+    if (!session || session.userId !== request.user.id || session.revoked) throw new AppError('not_found', { message: 'No such session.' })
+    await app.sessions.end(request.user.id, request.params.id, 'local')
+    reply.code(204)
+  })
+}
+
+export default route
