@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { PGlite } from '@electric-sql/pglite'
+import tap from 'tap'
 import { buildApp } from '../app.js'
 
 type Test = { teardown (fn: () => unknown): void }
@@ -10,7 +12,34 @@ export type Env = Record<string, string | undefined>
 
 // PGlite starts slowly and holds a lot of memory: one per test process,
 // shared by every app the file builds; rows are kept apart by unique emails.
-let sharedPglite: PGlite | undefined
+let sharedPglite: Promise<PGlite> | undefined
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const pgliteVersion = JSON.parse(readFileSync(join(root, 'node_modules/@electric-sql/pglite/package.json'), 'utf8')).version
+const templateFile = join(root, 'node_modules/.cache/latchkey', `pglite-${pgliteVersion}.tar.gz`)
+
+// A fresh PGlite runs initdb, which takes seconds; the data directory it
+// leaves is dumped once and every later test process starts from the dump.
+async function openSharedPglite (): Promise<PGlite> {
+  let pglite: PGlite
+  try {
+    pglite = new PGlite({ loadDataDir: new Blob([readFileSync(templateFile)]) })
+    await pglite.waitReady
+  } catch {
+    pglite = new PGlite()
+    await pglite.waitReady
+    const dump = await pglite.dumpDataDir('gzip')
+    mkdirSync(join(templateFile, '..'), { recursive: true })
+    // Written aside and renamed, so a process running beside this one never reads half a file.
+    const partial = `${templateFile}.${process.pid}`
+    writeFileSync(partial, Buffer.from(await dump.arrayBuffer()))
+    renameSync(partial, templateFile)
+  }
+  // After a write PGlite keeps a 10 s timer alive: closed when the file's
+  // tests are done, or every test process lingers that long before exiting.
+  tap.teardown(() => pglite.close())
+  return pglite
+}
 
 export const realBackends = process.env.DATABASE_URL !== undefined
 
@@ -33,7 +62,7 @@ export function testEnv (overrides: Env = {}): Env {
 /** The app as the server builds it, closed when the test ends. */
 export async function build (t: Test, overrides: Env = {}) {
   const env = testEnv(overrides)
-  const pglite = env.DATABASE_URL ? undefined : (sharedPglite ??= new PGlite())
+  const pglite = env.DATABASE_URL ? undefined : await (sharedPglite ??= openSharedPglite())
   const app = await buildApp({ env, pglite })
   t.teardown(() => app.close())
   return app
