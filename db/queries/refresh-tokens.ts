@@ -40,10 +40,10 @@ export async function markRotated (trx: Transaction<Database>, jti: string, succ
     .execute()
 }
 
-/** Deletes up to `limit` refresh tokens that expired; returns how many went. */
-export async function deleteExpiredRefreshTokens (db: Db, limit: number): Promise<number> {
-  const result = await db.deleteFrom('refresh_tokens')
-    .where('jti', 'in', db.selectFrom('refresh_tokens').select('jti').where('expires_at', '<', new Date()).limit(limit))
-    .executeTakeFirst()
-  return Number(result.numDeletedRows)
+/** Revokes every refresh token of one session that is still outstanding (the session itself stays open). */
+export async function revokeSessionRefreshTokens (db: Db, sessionId: string, at = new Date()): Promise<void> {
+  await db.updateTable('refresh_tokens').set({ revoked_at: at })
+    .where('session_id', '=', sessionId)
+    .where('revoked_at', 'is', null)
+    .execute()
 }

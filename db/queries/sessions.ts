@@ -58,11 +58,3 @@ export async function touchSession (db: Db, id: string, expiresAt?: Date): Promi
     .where('id', '=', id)
     .execute()
 }
-
-/** Deletes up to `limit` sessions that expired (their refresh tokens go with them); returns how many went. */
-export async function deleteExpiredSessions (db: Db, limit: number): Promise<number> {
-  const result = await db.deleteFrom('sessions')
-    .where('id', 'in', db.selectFrom('sessions').select('id').where('expires_at', '<', new Date()).limit(limit))
-    .executeTakeFirst()
-  return Number(result.numDeletedRows)
-}

@@ -86,7 +86,11 @@ export function createRedisCache (client: Redis, subscriber: Redis, prefix: stri
     if (trusted) log.warn('redis unreachable: reading state from the database')
     trusted = false
   }
+  let recovering = false
+  let lastRecovery = 0
   const recover = async () => {
+    recovering = true
+    lastRecovery = Date.now()
     try {
       let cursor = '0'
       do {
@@ -99,11 +103,18 @@ export function createRedisCache (client: Redis, subscriber: Redis, prefix: stri
       log.info('redis reachable again: cache emptied and trusted')
     } catch (err) {
       log.warn({ err }, 'redis recovery failed')
+    } finally {
+      recovering = false
     }
+  }
+  // A stalled server comes back without a reconnect (no 'ready' event): while
+  // distrusted, each use tries recovery again, at most once a second.
+  const maybeRecover = () => {
+    if (!recovering && client.status === 'ready' && Date.now() - lastRecovery > 1000) void recover()
   }
   client.on('close', distrust)
   subscriber.on('close', distrust)
-  client.on('ready', () => { if (!trusted) recover() })
+  client.on('ready', () => { if (!trusted) void recover() })
   subscriber.on('ready', () => { for (const handler of resetHandlers) handler() })
   // Connection errors are retried by ioredis; they are reported through `healthy`.
   client.on('error', () => {})
@@ -114,7 +125,10 @@ export function createRedisCache (client: Redis, subscriber: Redis, prefix: stri
   })
 
   async function attempt<T> (fallback: T, op: () => Promise<T>): Promise<T> {
-    if (!trusted) return fallback
+    if (!trusted) {
+      maybeRecover()
+      return fallback
+    }
     try {
       return await op()
     } catch (err) {
@@ -126,7 +140,10 @@ export function createRedisCache (client: Redis, subscriber: Redis, prefix: stri
 
   return {
     kind: 'redis',
-    get healthy () { return trusted && subscriber.status === 'ready' },
+    get healthy () {
+      if (!trusted) maybeRecover()
+      return trusted && subscriber.status === 'ready'
+    },
     get: key => attempt(null, () => client.get(namespace + key)),
     set: (key, value, ttlSeconds) => attempt(undefined, async () => { await client.set(namespace + key, value, 'EX', ttlSeconds) }),
     del: (...keys) => attempt(undefined, async () => { await client.del(...keys.map(k => namespace + k)) }),

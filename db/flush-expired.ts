@@ -1,0 +1,23 @@
+import type { Kysely } from 'kysely'
+import type { Database } from './schema.js'
+
+/**
+ * Deletes expired refresh tokens, then expired sessions (their remaining
+ * tokens go with them), in batches so no statement holds locks for long.
+ */
+export async function flushExpired (db: Kysely<Database>, batchSize = 1000): Promise<{ refreshTokens: number, sessions: number }> {
+  const counts = { refreshTokens: 0, sessions: 0 }
+  for (const table of ['refresh_tokens', 'sessions'] as const) {
+    const key = table === 'refresh_tokens' ? 'jti' : 'id'
+    const field = table === 'refresh_tokens' ? 'refreshTokens' : 'sessions'
+    let deleted: number
+    do {
+      const result = await db.deleteFrom(table)
+        .where(key, 'in', db.selectFrom(table).select(key).where('expires_at', '<', new Date()).limit(batchSize))
+        .executeTakeFirst()
+      deleted = Number(result.numDeletedRows)
+      counts[field] += deleted
+    } while (deleted === batchSize)
+  }
+  return counts
+}

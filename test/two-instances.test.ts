@@ -1,0 +1,120 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { createServer } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+import t from 'tap'
+import { Redis } from 'ioredis'
+import { authed, build, login, realBackends, refresh, register, type App, type Tokens } from './helper.js'
+
+// Scale-out and Redis faults need a real PostgreSQL and Redis (.ci/run's second pass).
+const skip = realBackends && process.env.REDIS_URL ? false : 'needs DATABASE_URL and REDIS_URL'
+
+const profile = (app: App, tokens: Tokens) => authed(app, tokens.accessToken, { url: '/profile' })
+
+t.test('two instances on one PostgreSQL and one Redis behave as one service', { skip }, async t => {
+  const shared = { CACHE_PREFIX: `latchkey-test-${randomUUID()}:` }
+  const a = await build(t, shared)
+  const b = await build(t, shared)
+
+  t.test('a global logout on one instance is seen by the other', async t => {
+    const account = await register(a)
+    t.equal((await profile(b, account.tokens)).statusCode, 200, 'b has the state cached')
+    t.equal((await authed(a, account.tokens.accessToken, { method: 'POST', url: '/auth/logout' })).statusCode, 204)
+    // SPEC §4.2: other instances within 100 ms.
+    await sleep(100)
+    const res = await profile(b, account.tokens)
+    t.equal(res.statusCode, 401)
+    t.equal(res.json().code, 'token_revoked')
+  })
+
+  t.test('a session revoked on one instance dies on the other', async t => {
+    const account = await register(a)
+    const phone = await login(b, account.email, 'phone')
+    t.equal((await profile(b, account.tokens)).statusCode, 200)
+    t.equal((await profile(a, phone)).statusCode, 200)
+    t.equal((await authed(a, account.tokens.accessToken, { method: 'POST', url: '/auth/logout', payload: { scope: 'local' } })).statusCode, 204)
+    await sleep(100)
+    t.equal((await profile(b, account.tokens)).statusCode, 401, 'the logged-out session is refused on b')
+    t.equal((await profile(b, phone)).statusCode, 200, 'the other session still works on b')
+  })
+
+  t.test('refresh rotation is shared: two tabs on two instances get one successor', async t => {
+    const account = await register(a)
+    const next = await refresh(a, account.tokens.refreshToken)
+    t.equal(next.statusCode, 200)
+    const tab = await refresh(b, account.tokens.refreshToken)
+    t.equal(tab.statusCode, 200, 'a second tab on the other instance, within the interval')
+    t.equal(tab.json().tokens.refreshToken, next.json().tokens.refreshToken, 'gets the same successor')
+  })
+})
+
+async function freePort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  await new Promise(resolve => server.close(resolve))
+  return typeof address === 'object' && address ? address.port : 0
+}
+
+async function startRedis (port: number): Promise<ChildProcess> {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  const probe = new Redis({ port, lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: 0 })
+  for (let i = 0; i < 100; i++) {
+    if (await probe.ping().then(() => true, () => false)) break
+    await sleep(50)
+  }
+  probe.disconnect()
+  return child
+}
+
+t.test('Redis faults: requests are answered from PostgreSQL and revoked tokens stay revoked', { skip }, async t => {
+  const port = await freePort()
+  let redis = await startRedis(port)
+  t.teardown(() => { redis.kill('SIGKILL') })
+  const app = await build(t, { REDIS_URL: `redis://127.0.0.1:${port}` })
+
+  t.test('Redis stopped mid-run', async t => {
+    const account = await register(app)
+    const phone = await login(app, account.email, 'phone')
+    t.equal((await profile(app, account.tokens)).statusCode, 200, 'state cached while Redis is up')
+
+    redis.kill('SIGKILL')
+    await new Promise(resolve => redis.once('exit', resolve))
+
+    t.equal((await profile(app, phone)).statusCode, 200, 'a valid token still works, read from PostgreSQL')
+    const out = await authed(app, account.tokens.accessToken, { method: 'POST', url: '/auth/logout', payload: { scope: 'local' } })
+    t.equal(out.statusCode, 204, 'logout still works')
+    const revoked = await profile(app, account.tokens)
+    t.equal(revoked.statusCode, 401, 'the revoked token is refused although its state was cached')
+    t.equal(revoked.json().code, 'token_revoked')
+    t.equal((await refresh(app, phone.refreshToken)).statusCode, 200, 'refresh works')
+    const ready = await app.inject({ url: '/ready' })
+    t.equal(ready.statusCode, 503, '/ready reports the cache as unreachable')
+
+    redis = await startRedis(port)
+    await sleep(1500)
+    t.equal((await app.inject({ url: '/ready' })).statusCode, 200, 'back once Redis is')
+    t.equal((await profile(app, account.tokens)).statusCode, 401, 'still revoked after Redis returns')
+    t.equal((await profile(app, phone)).statusCode, 200)
+  })
+
+  t.test('Redis stalled: stale cached state is dropped before Redis is trusted again', async t => {
+    const account = await register(app)
+    t.equal((await profile(app, account.tokens)).statusCode, 200, 'state cached in Redis')
+
+    redis.kill('SIGSTOP')
+    t.teardown(() => { redis.kill('SIGCONT') })
+    const out = await authed(app, account.tokens.accessToken, { method: 'POST', url: '/auth/logout' })
+    t.equal(out.statusCode, 204, 'logout answers while Redis hangs')
+    t.equal((await profile(app, account.tokens)).statusCode, 401, 'refused while Redis hangs')
+
+    redis.kill('SIGCONT')
+    await sleep(1500)
+    t.equal(app.cache.healthy, true, 'the cache is trusted again once it has been emptied')
+    // Redis still holds the pre-logout state it cached; it must not come back.
+    for (let i = 0; i < 3; i++) {
+      const res = await profile(app, account.tokens)
+      t.equal(res.statusCode, 401, `refused after Redis resumes (${i + 1})`)
+    }
+  })
+})
