@@ -1,0 +1,139 @@
+import { mkdtempSync, readFileSync, statSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { EnvSchema, loadConfig } from '../../plugins/app/config.js'
+import { build, testEnv } from '../helper.js'
+
+const tempDir = () => mkdtempSync(join(tmpdir(), 'latchkey-config-'))
+
+t.test('with nothing set, the documented defaults apply', async t => {
+  // Only what a bare `npm start` in a test process would have: no secret, an empty data directory.
+  const config = loadConfig({ NODE_ENV: 'test', DATA_DIR: tempDir() })
+  t.equal(config.HOST, '127.0.0.1')
+  t.equal(config.PORT, 3000)
+  t.equal(config.LOG_LEVEL, 'info')
+  t.equal(config.DATABASE_URL, undefined)
+  t.equal(config.REDIS_URL, undefined)
+  t.equal(config.SMTP_URL, undefined)
+  t.equal(config.MIGRATE_ON_START, true)
+  t.equal(config.TRUST_PROXY, false)
+  t.equal(config.JWT_ALGORITHM, 'HS256')
+  t.equal(config.JWT_ISSUER, 'latchkey')
+  t.equal(config.JWT_AUDIENCE, 'latchkey')
+  t.equal(config.JWT_LEEWAY, 0)
+  t.equal(config.ACCESS_TOKEN_TTL, 5 * 60)
+  t.equal(config.REFRESH_TOKEN_TTL, 24 * 60 * 60)
+  t.equal(config.ROTATE_REFRESH_TOKENS, true)
+  t.equal(config.BLACKLIST_AFTER_ROTATION, true)
+  t.equal(config.REFRESH_REUSE_INTERVAL, 10)
+  t.equal(config.OTP_TTL, 10 * 60)
+  t.equal(config.OTP_MAX_ATTEMPTS, 5)
+  t.equal(config.OTP_RESEND_COOLDOWN, 60)
+  t.equal(config.PASSWORD_MIN_LENGTH, 8)
+  t.equal(config.RATE_LIMIT_ENABLED, true)
+})
+
+t.test('the app exposes the validated configuration as app.config', async t => {
+  const app = await build(t, { ACCESS_TOKEN_TTL: '90s', PORT: '4321' })
+  t.equal(app.config.ACCESS_TOKEN_TTL, 90)
+  t.equal(app.config.PORT, 4321)
+})
+
+t.test('empty values count as unset', async t => {
+  const config = loadConfig({ NODE_ENV: 'test', DATA_DIR: tempDir(), PORT: '', ACCESS_TOKEN_TTL: '' })
+  t.equal(config.PORT, 3000)
+  t.equal(config.ACCESS_TOKEN_TTL, 300)
+})
+
+t.test('durations take seconds or a unit', async t => {
+  const cases: Array<[string, number]> = [
+    ['300', 300],
+    ['0', 0],
+    ['90s', 90],
+    ['5m', 300],
+    ['2h', 7200],
+    ['1d', 86400]
+  ]
+  for (const [value, seconds] of cases) {
+    const config = loadConfig(testEnv({ ACCESS_TOKEN_TTL: value, REFRESH_REUSE_INTERVAL: value }))
+    t.equal(config.ACCESS_TOKEN_TTL, seconds, `ACCESS_TOKEN_TTL=${value}`)
+    t.equal(config.REFRESH_REUSE_INTERVAL, seconds, `REFRESH_REUSE_INTERVAL=${value}`)
+  }
+})
+
+t.test('a wrong value stops the boot with a message naming the variable', async t => {
+  const cases: Record<string, string> = {
+    PORT: 'abc',
+    ACCESS_TOKEN_TTL: '5x',
+    REFRESH_TOKEN_TTL: '1 day',
+    MIGRATE_ON_START: 'maybe',
+    NODE_ENV: 'staging',
+    LOG_LEVEL: 'loud',
+    DATABASE_URL: 'mysql://127.0.0.1/latchkey',
+    REDIS_URL: 'http://127.0.0.1:6379',
+    JWT_ALGORITHM: 'none',
+    PASSWORD_MIN_LENGTH: '4'
+  }
+  for (const [name, value] of Object.entries(cases)) {
+    await t.rejects(build(t, { [name]: value }), new RegExp(`\\b${name}\\b`), `${name}=${value}`)
+  }
+})
+
+t.test('production without JWT_SECRET refuses to start and names JWT_SECRET', async t => {
+  const dataDir = tempDir()
+  await t.rejects(build(t, { NODE_ENV: 'production', JWT_SECRET: undefined, DATA_DIR: dataDir }), /JWT_SECRET/)
+  t.notOk(existsSync(join(dataDir, 'jwt-secret')), 'no secret is generated in production')
+})
+
+t.test('a JWT_SECRET shorter than 32 characters is refused without echoing it', async t => {
+  const secret = 'x'.repeat(31)
+  const err = await build(t, { JWT_SECRET: secret }).then(() => undefined, (err: Error) => err)
+  t.match(err?.message, /JWT_SECRET/)
+  t.notMatch(err?.message, secret)
+  const app = await build(t, { JWT_SECRET: 'y'.repeat(32) })
+  t.equal(app.config.JWT_SECRET, 'y'.repeat(32), '32 characters are enough')
+})
+
+t.test('outside production a secret is generated once in DATA_DIR (mode 0600) and reused', async t => {
+  const dataDir = join(tempDir(), 'not-yet-created')
+  const first = await build(t, { JWT_SECRET: undefined, DATA_DIR: dataDir })
+  const file = join(dataDir, 'jwt-secret')
+  t.ok(first.config.JWT_SECRET.length >= 32, 'the generated secret is long enough')
+  t.equal(readFileSync(file, 'utf8').trim(), first.config.JWT_SECRET)
+  t.equal(statSync(file).mode & 0o777, 0o600)
+  await first.close()
+
+  const second = await build(t, { JWT_SECRET: undefined, DATA_DIR: dataDir })
+  t.equal(second.config.JWT_SECRET, first.config.JWT_SECRET, 'the next start uses the same secret')
+
+  const other = await build(t, { JWT_SECRET: undefined, DATA_DIR: tempDir() })
+  t.not(other.config.JWT_SECRET, first.config.JWT_SECRET, 'another data directory gets its own secret')
+})
+
+t.test('.env.example lists every variable with its default', async t => {
+  const file = fileURLToPath(new URL('../../.env.example', import.meta.url))
+  const documented = new Map<string, { value: string, commented: boolean }>()
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const match = /^(# )?([A-Z][A-Z0-9_]*)=(.*)$/.exec(line)
+    if (match) documented.set(match[2], { value: match[3].replace(/^"(.*)"$/, '$1'), commented: match[1] !== undefined })
+  }
+  for (const [name, schema] of Object.entries(EnvSchema.properties)) {
+    const entry = documented.get(name)
+    if (!entry) {
+      t.fail(`${name} is missing from .env.example`)
+      continue
+    }
+    const fallback = (schema as { default?: unknown }).default
+    if (fallback === undefined) {
+      t.ok(entry.commented, `${name} has no default, so .env.example shows it commented out`)
+    } else {
+      t.notOk(entry.commented, `${name} is set to its default in .env.example`)
+      t.equal(entry.value, String(fallback), `${name}'s default in .env.example matches the schema`)
+    }
+  }
+  for (const name of documented.keys()) {
+    t.ok(name in EnvSchema.properties, `${name} in .env.example is a variable the service reads`)
+  }
+})
