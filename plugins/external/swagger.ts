@@ -25,6 +25,9 @@ export default fp(async (app) => {
         { name: 'health', description: 'Liveness and readiness' }
       ]
     },
+    // A folder's index route is registered as both `/health` and `/health/`;
+    // the document names it as SPEC §5 and clients do, without the slash.
+    transform: ({ schema, url }) => ({ schema, url: url.length > 1 ? url.replace(/\/$/, '') : url }),
     // Shared schemas keep their `$id` as their component name.
     refResolver: {
       buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`)
