@@ -1,0 +1,43 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { buildApp } from '../app.js'
+
+export const documentPath = fileURLToPath(new URL('openapi.json', import.meta.url))
+
+/**
+ * The OpenAPI document of the routes as they are. The app is built with the
+ * embedded defaults and a fixed environment, never the caller's, so the same
+ * sources always give the same document.
+ */
+export async function generateDocument (): Promise<Record<string, unknown>> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'latchkey-openapi-'))
+  const app = await buildApp({
+    env: {
+      DATA_DIR: dataDir,
+      LOG_LEVEL: 'silent',
+      JWT_SECRET: 'openapi-generation-only-secret-0123456789',
+      // The document does not depend on the database: nothing is opened at all.
+      MIGRATE_ON_START: 'false'
+    }
+  })
+  try {
+    await app.ready()
+    return app.swagger() as unknown as Record<string, unknown>
+  } finally {
+    await app.close()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+}
+
+/** The document as `openapi.json` holds it: two-space indents and a final newline. */
+export function serializeDocument (document: unknown): string {
+  return JSON.stringify(document, null, 2) + '\n'
+}
+
+// `npm run openapi`
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  writeFileSync(documentPath, serializeDocument(await generateDocument()))
+  console.log(`wrote ${documentPath}`)
+}

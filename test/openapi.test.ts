@@ -1,0 +1,83 @@
+import { readFileSync } from 'node:fs'
+import t from 'tap'
+import SwaggerParser from '@apidevtools/swagger-parser'
+import { documentPath, generateDocument, serializeDocument } from '../openapi/generate.js'
+import { build } from './helper.js'
+
+interface Operation {
+  operationId?: string
+  tags?: string[]
+  summary?: string
+  security?: Array<Record<string, string[]>>
+  responses: Record<string, { content?: Record<string, { schema?: { $ref?: string } }> }>
+}
+type Document = { openapi: string, paths: Record<string, Record<string, Operation>>, components: Record<string, Record<string, any>> }
+
+const methods = new Set(['get', 'put', 'post', 'delete', 'patch', 'head', 'options'])
+
+const fresh = await generateDocument() as unknown as Document
+const operations = Object.entries(fresh.paths).flatMap(([path, item]) =>
+  Object.entries(item).filter(([method]) => methods.has(method)).map(([method, op]) => ({ name: `${method.toUpperCase()} ${path}`, op })))
+
+t.test('the committed openapi/openapi.json is up to date', async t => {
+  const committed = readFileSync(documentPath, 'utf8')
+  t.same(JSON.parse(committed), fresh, 'openapi/openapi.json is stale: run `npm run openapi` and commit it')
+  t.equal(committed, serializeDocument(fresh), 'openapi/openapi.json is formatted as `npm run openapi` writes it')
+})
+
+t.test('the document is valid OpenAPI 3', async t => {
+  // The parser dereferences in place: it gets its own copy.
+  const api = await SwaggerParser.validate(structuredClone(fresh) as never)
+  t.match((api as { openapi?: string }).openapi, /^3\./)
+})
+
+t.test('every operation has an operationId, tags and a summary', async t => {
+  t.ok(operations.length > 0, 'the document has operations')
+  const ids = new Set<string>()
+  for (const { name, op } of operations) {
+    t.type(op.operationId, 'string', `${name} has an operationId`)
+    t.notOk(ids.has(op.operationId as string), `${name}'s operationId ${op.operationId} is unique`)
+    ids.add(op.operationId as string)
+    t.ok(Array.isArray(op.tags) && op.tags.length > 0, `${name} has tags`)
+    t.ok(typeof op.summary === 'string' && op.summary.length > 0, `${name} has a summary`)
+  }
+})
+
+t.test('every response code has a schema, and errors have the error shape', async t => {
+  for (const { name, op } of operations) {
+    for (const [status, response] of Object.entries(op.responses)) {
+      if (status === '204') {
+        t.equal(response.content, undefined, `${name} ${status} has no body`)
+        continue
+      }
+      const schema = response.content?.['application/json']?.schema
+      t.ok(schema, `${name} ${status} has a JSON schema`)
+      if (Number(status) >= 400) {
+        t.equal(schema?.$ref, '#/components/schemas/Error', `${name} ${status} is the shared Error shape`)
+      }
+    }
+  }
+  t.ok(fresh.components.schemas.Error, 'the Error shape is a named component')
+})
+
+t.test('the bearer scheme is declared and protected operations use it', async t => {
+  t.same(fresh.components.securitySchemes.bearerAuth, { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' })
+  for (const { name, op } of operations) {
+    for (const requirement of op.security ?? []) {
+      for (const scheme of Object.keys(requirement)) {
+        t.ok(scheme in fresh.components.securitySchemes, `${name} uses the declared scheme ${scheme}`)
+      }
+    }
+  }
+})
+
+t.test('the running app serves the document at /docs/json and Swagger UI at /docs', async t => {
+  const app = await build(t)
+  const json = await app.inject({ url: '/docs/json' })
+  t.equal(json.statusCode, 200)
+  t.same(json.json(), fresh, '/docs/json is the generated document')
+  const ui = await app.inject({ url: '/docs' })
+  t.equal(ui.statusCode, 200)
+  t.match(ui.headers['content-type'], /text\/html/)
+  t.match(ui.body, /swagger-ui/i)
+})
