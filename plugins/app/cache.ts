@@ -110,11 +110,11 @@ export function createRedisCache (client: Redis, subscriber: Redis, prefix: stri
   // A stalled server comes back without a reconnect (no 'ready' event): while
   // distrusted, each use tries recovery again, at most once a second.
   const maybeRecover = () => {
-    if (!recovering && client.status === 'ready' && Date.now() - lastRecovery > 1000) void recover()
+    if (!recovering && client.status === 'ready' && Date.now() - lastRecovery > 1000) recover()
   }
   client.on('close', distrust)
   subscriber.on('close', distrust)
-  client.on('ready', () => { if (!trusted) void recover() })
+  client.on('ready', () => { if (!trusted) recover() })
   subscriber.on('ready', () => { for (const handler of resetHandlers) handler() })
   // Connection errors are retried by ioredis; they are reported through `healthy`.
   client.on('error', () => {})

@@ -1,12 +1,15 @@
 import fp from 'fastify-plugin'
 import type { User } from '../../db/schema.js'
 
-/** What the authenticate hook needs to know about a user, fresh. */
+/** What the authenticate hook needs to know about a user, fresh, and the profile it serves without a query. */
 export interface UserState {
   tokenVersion: number
   role: User['role']
   emailVerified: boolean
   disabled: boolean
+  email: string
+  name: string | null
+  createdAt: string
 }
 
 /** What it needs to know about a session. */
@@ -39,21 +42,27 @@ const secondDeleteMs = 500
 export default fp(async (app) => {
   const { cache, db } = app
   const ttl = app.config.STATE_CACHE_TTL
-  // The in-process tier; Redis (when configured) is the shared tier behind it.
-  const local = new Map<string, { value: string, expires: number }>()
-  // Bumped on every invalidation of a key: a load that started before it does not store its result.
-  const generations = new Map<string, number>()
+  // The in-process tier, bounded (oldest first out); Redis, when configured, is the shared tier behind it.
+  const local = new Map<string, { value: unknown, expires: number }>()
+  const maxLocal = 50_000
+  // Bumped on every invalidation: a load that started before one does not store its result.
+  let invalidations = 0
   const shared = cache.kind === 'redis' ? cache : null
   const timers = new Set<NodeJS.Timeout>()
 
   const drop = (key: string) => {
     local.delete(key)
-    generations.set(key, (generations.get(key) ?? 0) + 1)
+    invalidations++
+  }
+  const remember = (key: string, value: unknown) => {
+    if (local.size >= maxLocal) local.delete(local.keys().next().value as string)
+    local.set(key, { value, expires: Date.now() + ttl * 1000 })
   }
   cache.subscribe(channel, drop)
   // Messages may have been missed while Redis was away: forget everything.
   cache.onReset(() => {
-    for (const key of local.keys()) drop(key)
+    local.clear()
+    invalidations++
   })
 
   async function read<T> (key: string, load: () => Promise<T | null>): Promise<T | null> {
@@ -62,19 +71,19 @@ export default fp(async (app) => {
     const trusted = cache.healthy
     if (trusted) {
       const hit = local.get(key)
-      if (hit && hit.expires > Date.now()) return JSON.parse(hit.value) as T
+      if (hit && hit.expires > Date.now()) return hit.value as T
       const remote = shared ? await shared.get(key) : null
       if (remote !== null) {
-        local.set(key, { value: remote, expires: Date.now() + ttl * 1000 })
-        return JSON.parse(remote) as T
+        const value = JSON.parse(remote) as T
+        remember(key, value)
+        return value
       }
     }
-    const generation = generations.get(key) ?? 0
+    const before = invalidations
     const value = await load()
-    if (value !== null && trusted && generation === (generations.get(key) ?? 0)) {
-      const json = JSON.stringify(value)
-      local.set(key, { value: json, expires: Date.now() + ttl * 1000 })
-      await shared?.set(key, json, ttl)
+    if (value !== null && trusted && before === invalidations) {
+      remember(key, value)
+      await shared?.set(key, JSON.stringify(value), ttl)
     }
     return value
   }
@@ -88,11 +97,19 @@ export default fp(async (app) => {
   app.decorate('revocation', {
     user: (id: string) => read<UserState>(`user:${id}`, async () => {
       const row = await db.selectFrom('users')
-        .select(['token_version', 'role', 'email_verified_at', 'disabled_at'])
+        .select(['token_version', 'role', 'email_verified_at', 'disabled_at', 'email', 'name', 'created_at'])
         .where('id', '=', id)
         .executeTakeFirst()
       return row
-        ? { tokenVersion: row.token_version, role: row.role, emailVerified: row.email_verified_at !== null, disabled: row.disabled_at !== null }
+        ? {
+            tokenVersion: row.token_version,
+            role: row.role,
+            emailVerified: row.email_verified_at !== null,
+            disabled: row.disabled_at !== null,
+            email: row.email,
+            name: row.name,
+            createdAt: row.created_at.toISOString()
+          }
         : null
     }),
     session: (id: string) => read<SessionState>(`session:${id}`, async () => {

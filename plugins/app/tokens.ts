@@ -25,20 +25,19 @@ const Common = {
   ver: Type.Integer({ minimum: 0 })
 }
 
-export const AccessClaims = Type.Object({
+export const AccessClaimsSchema = Type.Object({
   ...Common,
   typ: Type.Literal('access'),
   role: Type.Union([Type.Literal('user'), Type.Literal('admin')]),
   email_verified: Type.Boolean()
 })
-export const RefreshClaims = Type.Object({ ...Common, typ: Type.Literal('refresh') })
-export type AccessClaims = Static<typeof AccessClaims>
-export type RefreshClaims = Static<typeof RefreshClaims>
+export const RefreshClaimsSchema = Type.Object({ ...Common, typ: Type.Literal('refresh') })
+export type AccessClaims = Static<typeof AccessClaimsSchema>
+export type RefreshClaims = Static<typeof RefreshClaimsSchema>
 export type TokenKind = 'access' | 'refresh'
 
-const checkers = { access: TypeCompiler.Compile(AccessClaims), refresh: TypeCompiler.Compile(RefreshClaims) }
+const checkers = { access: TypeCompiler.Compile(AccessClaimsSchema), refresh: TypeCompiler.Compile(RefreshClaimsSchema) }
 const required = ['iss', 'aud', 'sub', 'sid', 'jti', 'iat', 'exp', 'ver', 'typ']
-
 
 // Every way fast-jwt can refuse a token, as the code a client sees.
 function reason (err: unknown): ErrorCode {
