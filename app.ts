@@ -67,6 +67,8 @@ export async function buildApp (options: BuildOptions = {}) {
     // Bodies are validated as sent: `["a@b.c"]` is not an email, `"1"` is not a number.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false } },
     forceCloseConnections: false,
+    // PGlite's first start (initdb in DATA_DIR) takes many seconds on a small machine.
+    pluginTimeout: 120_000,
     return503OnClosing: true
   }).withTypeProvider<TypeBoxTypeProvider>()
   // Unencapsulated, so the server and the tests see the decorators (app.config, app.db, …).
