@@ -1,0 +1,91 @@
+import { execFile } from 'node:child_process'
+import { mkdtempSync, readdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import t from 'tap'
+import { sql } from 'kysely'
+import { buildApp } from '../../app.js'
+import { migrateToLatest } from '../../db/migrate.js'
+import { build, realBackends, testEnv, uniqueEmail } from '../helper.js'
+
+const root = fileURLToPath(new URL('../..', import.meta.url))
+const migrationNames = readdirSync(join(root, 'db/migrations')).filter(f => f.endsWith('.ts')).map(f => f.replace(/\.ts$/, '')).sort()
+const backend = realBackends ? 'PostgreSQL' : 'the embedded database'
+
+const newUser = (email = uniqueEmail('db')) => ({ email, password_hash: 'not-a-real-hash' })
+
+t.test(`on ${backend}, every migration has run at start and running again applies nothing`, async t => {
+  const app = await build(t)
+  const applied = await sql<{ name: string }>`select name from kysely_migration order by name`.execute(app.db)
+  t.same(applied.rows.map(r => r.name), migrationNames)
+  t.same(await migrateToLatest(app.db), [], 'already up to date')
+})
+
+t.test(`on ${backend}, a written row reads back with the column defaults`, async t => {
+  const app = await build(t)
+  const email = uniqueEmail('db')
+  const inserted = await app.db.insertInto('users').values(newUser(email)).returning('id').executeTakeFirstOrThrow()
+  const user = await app.db.selectFrom('users').selectAll().where('id', '=', inserted.id).executeTakeFirstOrThrow()
+  t.equal(user.email, email)
+  t.equal(user.role, 'user')
+  t.equal(user.token_version, 0)
+  t.equal(user.name, null)
+  t.equal(user.email_verified_at, null)
+  t.ok(user.created_at instanceof Date, 'timestamps read as Date')
+})
+
+t.test(`on ${backend}, a transaction that fails leaves nothing behind; one that succeeds keeps everything`, async t => {
+  const app = await build(t)
+  const [a, b] = [uniqueEmail('rollback-a'), uniqueEmail('rollback-b')]
+  await t.rejects(app.db.transaction().execute(async trx => {
+    await trx.insertInto('users').values(newUser(a)).execute()
+    await trx.insertInto('users').values(newUser(b)).execute()
+    throw new Error('changed my mind')
+  }), /changed my mind/)
+  const left = await app.db.selectFrom('users').select('email').where('email', 'in', [a, b]).execute()
+  t.same(left, [], 'neither row was kept')
+
+  await app.db.transaction().execute(async trx => {
+    await trx.insertInto('users').values(newUser(a)).execute()
+    await trx.insertInto('users').values(newUser(b)).execute()
+  })
+  const kept = await app.db.selectFrom('users').select('email').where('email', 'in', [a, b]).orderBy('email').execute()
+  t.same(kept.map(r => r.email), [a, b].sort())
+})
+
+t.test(`on ${backend}, the database itself refuses a duplicate or unnormalised email`, async t => {
+  const app = await build(t)
+  const email = uniqueEmail('unique')
+  await app.db.insertInto('users').values(newUser(email)).execute()
+  await t.rejects(app.db.insertInto('users').values(newUser(email)).execute(), /unique|duplicate/i)
+  await t.rejects(app.db.insertInto('users').values(newUser(uniqueEmail('Upper'))).execute(), /check constraint/i)
+})
+
+t.test('embedded on disk: `npm run migrate` creates the schema, and rows and the secret survive a restart', async t => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'latchkey-db-'))
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts'], {
+    cwd: root,
+    env: { PATH: process.env.PATH, NODE_ENV: 'test', DATA_DIR: dataDir },
+    timeout: 60_000
+  })
+  for (const name of migrationNames) t.match(stdout, name, `npm run migrate applies ${name}`)
+  t.ok(readdirSync(join(dataDir, 'pglite')).length > 0, 'the database files are under DATA_DIR/pglite')
+
+  // The server's way: no shared instance, no DATABASE_URL, no configured secret;
+  // the schema is there already, so nothing migrates on start.
+  const env = testEnv({ DATA_DIR: dataDir, DATABASE_URL: undefined, REDIS_URL: undefined, JWT_SECRET: undefined, MIGRATE_ON_START: 'false' })
+  const email = uniqueEmail('restart')
+  const first = await buildApp({ env })
+  t.teardown(() => first.close())
+  await first.db.insertInto('users').values(newUser(email)).execute()
+  const secret = first.config.JWT_SECRET
+  await first.close()
+
+  const second = await buildApp({ env })
+  t.teardown(() => second.close())
+  const row = await second.db.selectFrom('users').select('email').where('email', '=', email).executeTakeFirst()
+  t.same(row, { email }, 'the row survived the restart')
+  t.equal(second.config.JWT_SECRET, secret, 'the same generated secret is used')
+})
