@@ -7,7 +7,9 @@ export const autoConfig: FastifyHelmetOptions = {
       defaultSrc: ["'self'"],
       scriptSrc: ["'self'"],
       styleSrc: ["'self'", "'unsafe-inline'"],
-      imgSrc: ["'self'", 'data:', 'validator.swagger.io']
+      imgSrc: ["'self'", 'data:', 'validator.swagger.io'],
+      // Served over plain HTTP by default (127.0.0.1): upgrading would break /docs.
+      upgradeInsecureRequests: null
     }
   }
 }
