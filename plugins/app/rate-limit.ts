@@ -56,6 +56,15 @@ export default fp(async (app) => {
     }
   }
 
+  // The plugin appends its check after a route's own onRequest hooks, so a
+  // protected route authenticated first and refused bad tokens before they
+  // were counted: a flood of forged tokens was never limited, and every
+  // request paid for verification before being turned away. Its check is
+  // moved in front of the route's hooks.
+  const ownHooks = new WeakMap<object, Set<unknown>>()
+  const hooksOf = (value: unknown): unknown[] => value === undefined ? [] : Array.isArray(value) ? value : [value]
+  app.addHook('onRoute', (route) => { ownHooks.set(route, new Set(hooksOf(route.onRequest))) })
+
   await app.register(rateLimit, {
     global: true,
     max: config.RATE_LIMIT_GLOBAL_MAX,
@@ -68,6 +77,13 @@ export default fp(async (app) => {
     errorResponseBuilder: (_request, context) => new AppError('rate_limited', {
       message: `Too many requests; try again in ${Math.max(1, Math.ceil(context.ttl / 1000))} seconds.`
     })
+  })
+
+  app.addHook('onRoute', (route) => {
+    const own = ownHooks.get(route)
+    const all = hooksOf(route.onRequest)
+    if (!own || all.length === own.size) return
+    route.onRequest = [...all.filter(hook => !own.has(hook)), ...all.filter(hook => own.has(hook))] as typeof route.onRequest
   })
 
   app.decorate('emailRateLimit', (limit: EmailLimit) => {
