@@ -47,6 +47,8 @@ export interface Database {
   users: UsersTable
   sessions: SessionsTable
   refresh_tokens: RefreshTokensTable
+  email_codes: EmailCodesTable
+  email_code_failures: EmailCodeFailuresTable
 }
 
 export type User = Selectable<UsersTable>
@@ -54,3 +56,27 @@ export type NewUser = Insertable<UsersTable>
 export type UserUpdate = Updateable<UsersTable>
 export type Session = Selectable<SessionsTable>
 export type RefreshTokenRow = Selectable<RefreshTokensTable>
+
+export type EmailCodePurpose = 'verify_email' | 'reset_password'
+
+export interface EmailCodesTable {
+  id: Generated<string>
+  user_id: string
+  purpose: EmailCodePurpose
+  /** HMAC-SHA256 of the code, hex; never the code. */
+  code_hash: string
+  expires_at: Timestamp
+  attempts: Generated<number>
+  consumed_at: NullableTimestamp
+  voided_at: NullableTimestamp
+  created_at: DefaultedTimestamp
+}
+
+export interface EmailCodeFailuresTable {
+  id: Generated<string>
+  user_id: string
+  purpose: EmailCodePurpose
+  created_at: DefaultedTimestamp
+}
+
+export type EmailCode = Selectable<EmailCodesTable>

@@ -36,3 +36,25 @@ export async function bumpTokenVersion (db: Db, id: string): Promise<number | un
 export async function touchLogin (db: Db, id: string): Promise<void> {
   await db.updateTable('users').set({ last_login_at: new Date() }).where('id', '=', id).execute()
 }
+
+/** Holds the user's row until the transaction ends: per-account work (mailing a code) runs one at a time. */
+export async function lockUser (trx: Transaction<Database>, id: string): Promise<boolean> {
+  const row = await trx.selectFrom('users').select('id').where('id', '=', id).forNoKeyUpdate().executeTakeFirst()
+  return row !== undefined
+}
+
+/** Marks the email confirmed (the first confirmation's time is kept). */
+export async function markEmailVerified (db: Db, id: string, at = new Date()): Promise<void> {
+  await db.updateTable('users')
+    .set(eb => ({ email_verified_at: eb.fn.coalesce('email_verified_at', eb.val(at)), updated_at: at }))
+    .where('id', '=', id)
+    .execute()
+}
+
+export async function setPasswordHash (db: Db, id: string, passwordHash: string): Promise<void> {
+  await db.updateTable('users').set({ password_hash: passwordHash, updated_at: new Date() }).where('id', '=', id).execute()
+}
+
+export function updateProfile (db: Db, id: string, changes: { name: string | null }): Promise<User | undefined> {
+  return db.updateTable('users').set({ ...changes, updated_at: new Date() }).where('id', '=', id).returningAll().executeTakeFirst()
+}
