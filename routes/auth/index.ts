@@ -32,6 +32,9 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       if (!user) throw new AppError('email_taken')
       return { user, ...await app.sessions.open(trx, user, device(request)) }
     })
+    // The account exists now: a failure to store or mail the code is logged, and resend recovers from it.
+    await app.emailCodes.send(result.user, 'verify_email')
+      .catch(err => request.log.error({ err, userId: result.user.id }, 'verification code not sent'))
     reply.code(201)
     return { user: userView(result.user), tokens: result.tokens }
   })

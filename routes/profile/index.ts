@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
 import { UserRef, errors, userView } from '../../openapi/components.js'
-import { findUserById } from '../../db/queries/users.js'
+import { findUserById, updateProfile } from '../../db/queries/users.js'
 import { AppError } from '../../plugins/app/errors.js'
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
@@ -16,6 +17,27 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request) => {
     const user = await findUserById(app.db, request.user.id)
     if (!user) throw new AppError('token_revoked')
+    return userView(user)
+  })
+
+  app.patch('/', {
+    onRequest: [app.authenticate, app.requireVerified],
+    schema: {
+      tags: ['profile'],
+      summary: "Change the caller's name",
+      description: 'For accounts whose email is verified; `null` clears the name.',
+      operationId: 'updateProfile',
+      security: [{ bearerAuth: [] }],
+      body: Type.Object({
+        name: Type.Union([Type.String({ minLength: 1, maxLength: 100 }), Type.Null()])
+      }, { additionalProperties: false }),
+      response: { 200: UserRef, ...errors(400, 401, 403, 429) }
+    }
+  }, async (request) => {
+    const user = await updateProfile(app.db, request.user.id, { name: request.body.name })
+    if (!user) throw new AppError('token_revoked')
+    // The cached user state carries the profile too.
+    await app.revocation.invalidate({ users: [user.id] })
     return userView(user)
   })
 }
