@@ -1,8 +1,7 @@
 import { EventEmitter } from 'node:events'
 import fp from 'fastify-plugin'
-import fastifyRedis from '@fastify/redis'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Redis } from 'ioredis'
+import { Redis } from 'ioredis'
 
 /**
  * A small key-value cache with expiry and a broadcast channel. It is never the
@@ -28,6 +27,8 @@ export interface Cache {
 declare module 'fastify' {
   interface FastifyInstance {
     cache: Cache
+    /** The Redis connection, when REDIS_URL is set (the rate limits count in it too). */
+    redis: Redis
   }
 }
 
@@ -179,8 +180,10 @@ export default fp(async (app) => {
     return
   }
 
-  await app.register(fastifyRedis, {
-    url: REDIS_URL,
+  // Not through @fastify/redis: it holds the boot until Redis answers, so a
+  // service (re)started during a Redis outage hung forever instead of serving
+  // from PostgreSQL. The cache starts distrusted and trusts Redis once it is ready.
+  const client = new Redis(REDIS_URL, {
     // Bounded everywhere: a dead Redis fails a command at once instead of
     // queueing it, and reconnects in the background.
     connectTimeout: REDIS_CONNECT_TIMEOUT * 1000,
@@ -189,7 +192,25 @@ export default fp(async (app) => {
     maxRetriesPerRequest: 1,
     retryStrategy: (times: number) => Math.min(times * 100, 1000)
   })
-  const subscriber = app.redis.duplicate({ enableOfflineQueue: true, commandTimeout: undefined })
-  app.decorate('cache', createRedisCache(app.redis, subscriber, CACHE_PREFIX, app.log))
-  app.addHook('onClose', async () => { subscriber.disconnect() })
+  // The first connection is awaited, boundedly, so a Redis that is up is
+  // trusted from the first request on (refusals meanwhile are retried, not thrown).
+  client.on('error', () => {})
+  await new Promise<void>(resolve => {
+    const done = () => {
+      clearTimeout(timer)
+      client.off('ready', done)
+      resolve()
+    }
+    const timer = setTimeout(done, REDIS_CONNECT_TIMEOUT * 1000)
+    client.once('ready', done)
+  })
+  if (client.status !== 'ready') app.log.warn('redis unreachable at start: serving from the database until it answers')
+  const subscriber = client.duplicate({ enableOfflineQueue: true, commandTimeout: undefined })
+  app.decorate('redis', client)
+  app.decorate('cache', createRedisCache(client, subscriber, CACHE_PREFIX, app.log))
+  app.addHook('onClose', async () => {
+    subscriber.disconnect()
+    // QUIT lets commands in flight finish; a connection that is down is just dropped.
+    await client.quit().catch(() => client.disconnect())
+  })
 }, { name: 'cache', dependencies: ['config'] })
