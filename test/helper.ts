@@ -3,7 +3,10 @@ import { mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { AddressInfo } from 'node:net'
 import { PGlite } from '@electric-sql/pglite'
+import { SMTPServer } from 'smtp-server'
+import { simpleParser } from 'mailparser'
 import tap from 'tap'
 import { buildApp } from '../app.js'
 
@@ -100,4 +103,86 @@ export function authed (app: App, accessToken: string, options: { method?: 'GET'
 
 export function refresh (app: App, refreshToken: string | undefined) {
   return app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken } })
+}
+
+export interface CaughtMail { to: string, subject: string, text: string, html: string }
+
+export interface SmtpCatcher {
+  /** The SMTP_URL that reaches it. */
+  url: string
+  /** Every message accepted so far, in order. */
+  messages: CaughtMail[]
+  /** The messages sent to one address. */
+  to (email: string): CaughtMail[]
+  /** Stops listening: sends fail with a refused connection. */
+  stop (): Promise<void>
+  /** Listens again on the same port. */
+  start (): Promise<void>
+}
+
+/**
+ * A real SMTP server on 127.0.0.1 catching what the app sends through
+ * nodemailer's SMTP transport; build the app with `SMTP_URL: smtp.url`.
+ * A message is in `messages` by the time the app's send resolves.
+ */
+export async function startSmtp (t: Test): Promise<SmtpCatcher> {
+  const messages: CaughtMail[] = []
+  let server: SMTPServer | undefined
+  let port = 0
+  const catcher: SmtpCatcher = {
+    url: '',
+    messages,
+    to: email => messages.filter(m => m.to === email.trim().toLowerCase()),
+    async stop () {
+      const running = server
+      server = undefined
+      if (running) await new Promise<void>(resolve => running.close(() => resolve()))
+    },
+    async start () {
+      const next = new SMTPServer({
+        authOptional: true,
+        disabledCommands: ['STARTTLS', 'AUTH'],
+        logger: false,
+        onData (stream, _session, callback) {
+          simpleParser(stream).then(mail => {
+            const to = Array.isArray(mail.to) ? mail.to[0] : mail.to
+            messages.push({ to: to?.value[0]?.address ?? '', subject: mail.subject ?? '', text: mail.text ?? '', html: mail.html || '' })
+            callback()
+          }, callback)
+        }
+      })
+      await new Promise<void>((resolve, reject) => {
+        next.server.once('error', reject)
+        next.listen(port, '127.0.0.1', () => resolve())
+      })
+      port = (next.server.address() as AddressInfo).port
+      catcher.url = `smtp://127.0.0.1:${port}`
+      server = next
+    }
+  }
+  await catcher.start()
+  t.teardown(() => catcher.stop())
+  return catcher
+}
+
+/** The 6-digit code a mail carries (the text body; the HTML body must show the same). */
+export function mailedCode (mail: CaughtMail | undefined): string {
+  const code = /\b([0-9]{6})\b/.exec(mail?.text ?? '')?.[1]
+  if (code === undefined || !mail?.html.includes(code)) throw new Error(`no code in mail: ${JSON.stringify(mail)}`)
+  return code
+}
+
+/** The newest code mailed to the address (after the mails in flight have gone out). */
+export async function lastCode (app: App, smtp: SmtpCatcher, email: string): Promise<string> {
+  await app.emailCodes.drain()
+  return mailedCode(smtp.to(email).at(-1))
+}
+
+/** Registers an account and confirms its email with the mailed code. */
+export async function registerVerified (app: App, smtp: SmtpCatcher, email = uniqueEmail()): Promise<Account> {
+  const account = await register(app, email)
+  const code = await lastCode(app, smtp, email)
+  const res = await app.inject({ method: 'POST', url: '/auth/email/verify', payload: { email, code } })
+  if (res.statusCode !== 200) throw new Error(`verify: ${res.statusCode} ${res.body}`)
+  return account
 }
