@@ -43,6 +43,10 @@ export function createDatabase (config: Config, pglite?: PGlite): Kysely<Databas
     })
     // An idle client losing its server must not crash the process; the pool replaces it.
     pool.on('error', () => {})
+    // Nor one that is checked out: pg emits 'error' on it as well, and without
+    // a listener a PostgreSQL restart mid-query killed the process. The query
+    // in flight fails by itself (503) and the pool discards the dead client.
+    pool.on('connect', client => { client.on('error', () => {}) })
     return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
   }
   if (pglite) return new Kysely<Database>({ dialect: new PGliteDialect({ pglite: borrowed(pglite) }) })
