@@ -20,6 +20,9 @@ export interface AppOptions {
 
 /** The whole service as one plugin: ecosystem plugins, our decorators, then the routes. */
 export default async function app (fastify: FastifyInstance, opts: AppOptions) {
+  // The API takes JSON only: a text/plain body is refused with 415, as every
+  // other type is, instead of reaching validation as a string.
+  fastify.removeContentTypeParser('text/plain')
   // Everything reads the configuration, the ecosystem plugins too: it comes first.
   await fastify.register(configPlugin, opts)
   await fastify.register(autoload, { dir: path.join(here, 'plugins/external'), options: opts })
