@@ -1,0 +1,129 @@
+import t from 'tap'
+import { Type } from '@sinclair/typebox'
+import { AppError, errorCodes } from '../../plugins/app/errors.js'
+import { build } from '../helper.js'
+
+type Test = typeof t
+
+/** The app plus a few routes of its own, registered before it is ready, as a route folder would. */
+async function appWithRoutes (t: Test) {
+  const app = await build(t)
+  app.post('/test/echo', {
+    schema: {
+      body: Type.Object({ email: Type.String(), count: Type.Optional(Type.Integer()) }, { additionalProperties: false })
+    }
+  }, async request => request.body)
+  app.get('/test/crash', async () => {
+    throw new Error('relation "secret_table" does not exist at /srv/app/db.ts:42')
+  })
+  app.get('/test/revoked', async () => {
+    throw new AppError('token_revoked')
+  })
+  return app
+}
+
+/** Every error body is exactly { statusCode, code, error, message }, message a sentence. */
+function errorShape (t: Test, body: Record<string, unknown>, statusCode: number, code: string) {
+  t.same(Object.keys(body).sort(), ['code', 'error', 'message', 'statusCode'], 'exactly the four fields')
+  t.equal(body.statusCode, statusCode)
+  t.equal(body.code, code)
+  t.type(body.error, 'string')
+  t.ok(typeof body.message === 'string' && body.message.length > 0, 'a message for people')
+}
+
+t.test('the closed list of codes is the one SPEC §12 documents', async t => {
+  t.same(Object.keys(errorCodes).sort(), [
+    'validation_failed', 'invalid_credentials', 'email_taken', 'weak_password', 'token_missing',
+    'token_invalid', 'token_expired', 'token_revoked', 'token_binding_mismatch', 'refresh_reused',
+    'otp_invalid', 'email_not_verified', 'forbidden', 'not_found', 'device_limit_reached',
+    'account_disabled', 'rate_limited', 'payload_too_large', 'unsupported_media_type',
+    'service_unavailable', 'internal_error'
+  ].sort())
+})
+
+t.test('an unknown route is 404 not_found', async t => {
+  const app = await appWithRoutes(t)
+  const res = await app.inject({ url: '/no/such/route?x=1' })
+  t.equal(res.statusCode, 404)
+  t.match(res.headers['content-type'], /application\/json/)
+  errorShape(t, res.json(), 404, 'not_found')
+  t.equal(res.json().error, 'Not Found')
+})
+
+t.test('a body over 16 KiB is 413 payload_too_large', async t => {
+  const app = await appWithRoutes(t)
+  const res = await app.inject({ method: 'POST', url: '/test/echo', payload: { email: 'a'.repeat(17 * 1024) } })
+  t.equal(res.statusCode, 413)
+  errorShape(t, res.json(), 413, 'payload_too_large')
+  const fits = await app.inject({ method: 'POST', url: '/test/echo', payload: { email: 'a'.repeat(15 * 1024) } })
+  t.equal(fits.statusCode, 200, 'a body under the limit is accepted')
+})
+
+t.test('malformed JSON is 400 validation_failed', async t => {
+  const app = await appWithRoutes(t)
+  for (const payload of ['{"email": ', '{email: "a@b.c"}', '']) {
+    const res = await app.inject({ method: 'POST', url: '/test/echo', headers: { 'content-type': 'application/json' }, payload })
+    t.equal(res.statusCode, 400, JSON.stringify(payload))
+    errorShape(t, res.json(), 400, 'validation_failed')
+  }
+})
+
+t.test('a content type other than JSON is 415 unsupported_media_type', async t => {
+  const app = await appWithRoutes(t)
+  for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/xml']) {
+    const res = await app.inject({ method: 'POST', url: '/test/echo', headers: { 'content-type': type }, payload: 'email=a@b.c' })
+    t.equal(res.statusCode, 415, type)
+    errorShape(t, res.json(), 415, 'unsupported_media_type')
+  }
+})
+
+t.test('bodies are validated as sent, never coerced', async t => {
+  const app = await appWithRoutes(t)
+  const invalid: Array<[string, unknown]> = [
+    ['an array for a string', { email: ['a@b.c'] }],
+    ['a number for a string', { email: 42 }],
+    ['a string for an integer', { email: 'a@b.c', count: '1' }],
+    ['null for a string', { email: null }],
+    ['a missing property', {}],
+    ['an unknown property', { email: 'a@b.c', admin: true }],
+    ['not an object', ['a@b.c']]
+  ]
+  for (const [name, payload] of invalid) {
+    const res = await app.inject({ method: 'POST', url: '/test/echo', payload: payload as object })
+    t.equal(res.statusCode, 400, name)
+    errorShape(t, res.json(), 400, 'validation_failed')
+  }
+  const ok = await app.inject({ method: 'POST', url: '/test/echo', payload: { email: 'a@b.c', count: 1 } })
+  t.equal(ok.statusCode, 200)
+  t.same(ok.json(), { email: 'a@b.c', count: 1 })
+})
+
+t.test('an unexpected error is 500 internal_error, with no internals in the reply', async t => {
+  const app = await appWithRoutes(t)
+  const res = await app.inject({ url: '/test/crash' })
+  t.equal(res.statusCode, 500)
+  errorShape(t, res.json(), 500, 'internal_error')
+  t.notMatch(res.body, /secret_table|\/srv\/app|db\.ts|stack/, 'nothing from the error leaks')
+})
+
+t.test('a typed error becomes its code and status; a 401 says how to authenticate (RFC 6750)', async t => {
+  const app = await appWithRoutes(t)
+  const without = await app.inject({ url: '/test/revoked' })
+  t.equal(without.statusCode, 401)
+  errorShape(t, without.json(), 401, 'token_revoked')
+  t.equal(without.headers['www-authenticate'], 'Bearer realm="latchkey"')
+  const withToken = await app.inject({ url: '/test/revoked', headers: { authorization: 'Bearer abc' } })
+  t.equal(withToken.headers['www-authenticate'], 'Bearer realm="latchkey", error="invalid_token"')
+})
+
+t.test('responses carry the security headers', async t => {
+  const app = await appWithRoutes(t)
+  for (const url of ['/health', '/no/such/route']) {
+    const res = await app.inject({ url })
+    t.equal(res.headers['x-content-type-options'], 'nosniff', `${url} nosniff`)
+    t.equal(res.headers['x-frame-options'], 'SAMEORIGIN', `${url} frame options`)
+    t.match(res.headers['strict-transport-security'], /max-age=\d+/, `${url} HSTS`)
+    t.match(res.headers['content-security-policy'], /default-src 'self'/, `${url} CSP`)
+    t.equal(res.headers['x-powered-by'], undefined, `${url} does not advertise the framework`)
+  }
+})
