@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
+import fastifyRedis, { type FastifyRedis } from '@fastify/redis'
 import { Redis } from 'ioredis'
 
 /**
@@ -27,8 +28,6 @@ export interface Cache {
 declare module 'fastify' {
   interface FastifyInstance {
     cache: Cache
-    /** The Redis connection, when REDIS_URL is set (the rate limits count in it too). */
-    redis: Redis
   }
 }
 
@@ -180,9 +179,6 @@ export default fp(async (app) => {
     return
   }
 
-  // Not through @fastify/redis: it holds the boot until Redis answers, so a
-  // service (re)started during a Redis outage hung forever instead of serving
-  // from PostgreSQL. The cache starts distrusted and trusts Redis once it is ready.
   const client = new Redis(REDIS_URL, {
     // Bounded everywhere: a dead Redis fails a command at once instead of
     // queueing it, and reconnects in the background.
@@ -204,13 +200,18 @@ export default fp(async (app) => {
     const timer = setTimeout(done, REDIS_CONNECT_TIMEOUT * 1000)
     client.once('ready', done)
   })
-  if (client.status !== 'ready') app.log.warn('redis unreachable at start: serving from the database until it answers')
+  if (client.status === 'ready') {
+    // @fastify/redis owns the connection from here on and QUITs it on close.
+    await app.register(fastifyRedis, { client, closeClient: true })
+  } else {
+    // @fastify/redis would hold the boot until Redis answers; a service
+    // (re)started during a Redis outage serves from PostgreSQL instead, with
+    // the cache distrusted until Redis is ready.
+    app.log.warn('redis unreachable at start: serving from the database until it answers')
+    app.decorate('redis', client as FastifyRedis)
+    app.addHook('onClose', async () => { client.disconnect() })
+  }
   const subscriber = client.duplicate({ enableOfflineQueue: true, commandTimeout: undefined })
-  app.decorate('redis', client)
   app.decorate('cache', createRedisCache(client, subscriber, CACHE_PREFIX, app.log))
-  app.addHook('onClose', async () => {
-    subscriber.disconnect()
-    // QUIT lets commands in flight finish; a connection that is down is just dropped.
-    await client.quit().catch(() => client.disconnect())
-  })
+  app.addHook('onClose', async () => { subscriber.disconnect() })
 }, { name: 'cache', dependencies: ['config'] })
