@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { UserRef, errors, userView } from '../../openapi/components.js'
-import { findUserById, updateProfile } from '../../db/queries/users.js'
+import { updateProfile } from '../../db/queries/users.js'
 import { AppError } from '../../plugins/app/errors.js'
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
@@ -15,9 +15,11 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: UserRef, ...errors(401, 429) }
     }
   }, async (request) => {
-    const user = await findUserById(app.db, request.user.id)
-    if (!user) throw new AppError('token_revoked')
-    return userView(user)
+    // The state authenticate has just read (cached, invalidated on every change): no query on this hot path.
+    const state = await app.revocation.user(request.user.id)
+    if (!state) throw new AppError('token_revoked')
+    const { id, role, emailVerified } = request.user
+    return { id, email: state.email, name: state.name, role, emailVerified, createdAt: state.createdAt }
   })
 
   app.patch('/', {
