@@ -1,0 +1,294 @@
+import { createHmac, randomUUID } from 'node:crypto'
+import t from 'tap'
+import { authed, build, refresh, register, testEnv, type App } from '../helper.js'
+
+// Forged tokens are built here, with node:crypto, never with the code under test.
+const secret = testEnv().JWT_SECRET as string
+type Json = Record<string, unknown>
+type Kind = 'access' | 'refresh'
+
+const b64 = (value: Json | string) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url')
+const hmac = (input: string, algorithm = 'sha256', key = secret) => createHmac(algorithm, key).update(input).digest('base64url')
+
+function forge (header: Json, payload: Json | string, options: { algorithm?: string, key?: string } = {}): string {
+  const input = `${b64(header)}.${b64(payload)}`
+  return `${input}.${hmac(input, options.algorithm, options.key)}`
+}
+
+const part = (token: string, index: number): Json => JSON.parse(Buffer.from(token.split('.')[index], 'base64url').toString('utf8'))
+const without = (object: Json, key: string) => Object.fromEntries(Object.entries(object).filter(([k]) => k !== key))
+const now = () => Math.floor(Date.now() / 1000)
+
+/** What a real token of the kind looks like: its header and claims, ready to be changed and re-signed. */
+interface Base { kind: Kind, header: Json, claims: Json, token: string, otherUserId: string }
+
+interface Case {
+  name: string
+  /** Which kinds of token the forgery applies to (both by default). */
+  kinds?: Kind[]
+  code?: 'token_invalid' | 'token_expired'
+  forge (base: Base): string
+}
+
+const resign = (change: (claims: Json) => Json, header?: (header: Json) => Json) =>
+  (base: Base) => forge(header ? header(base.header) : base.header, change({ ...base.claims }))
+
+const cases: Case[] = [
+  ...['none', 'None', 'NONE', 'nOnE'].map((alg): Case => ({
+    name: `alg "${alg}" with an empty signature`,
+    forge: base => `${b64({ ...base.header, alg })}.${b64(base.claims)}.`
+  })),
+  {
+    name: 'alg "none" with the real signature',
+    forge: base => { const input = `${b64({ ...base.header, alg: 'none' })}.${b64(base.claims)}`; return `${input}.${hmac(input)}` }
+  },
+  { name: 'HS256 header with an empty signature', forge: base => `${b64(base.header)}.${b64(base.claims)}.` },
+  {
+    name: 'payload tampered (role: admin), original signature',
+    kinds: ['access'],
+    forge: base => { const [h, , s] = base.token.split('.'); return `${h}.${b64({ ...base.claims, role: 'admin' })}.${s}` }
+  },
+  {
+    name: 'payload tampered (sub of another user), original signature',
+    forge: base => { const [h, , s] = base.token.split('.'); return `${h}.${b64({ ...base.claims, sub: base.otherUserId })}.${s}` }
+  },
+  {
+    name: 'payload tampered (exp pushed back), original signature',
+    forge: base => { const [h, , s] = base.token.split('.'); return `${h}.${b64({ ...base.claims, exp: (base.claims.exp as number) + 3600 })}.${s}` }
+  },
+  ...[['HS384', 'sha384'], ['HS512', 'sha512']].map(([alg, algorithm]): Case => ({
+    name: `re-signed with ${alg} and the real secret`,
+    forge: base => forge({ ...base.header, alg }, base.claims, { algorithm })
+  })),
+  {
+    name: 'signed with another secret',
+    forge: base => forge(base.header, base.claims, { key: 'another-secret-another-secret-another-0123' })
+  },
+  {
+    name: 'expired and signed with another secret: the signature is what is wrong',
+    forge: base => forge(base.header, { ...base.claims, iat: now() - 600, exp: now() - 60 }, { key: 'another-secret-another-secret-another-0123' })
+  },
+  {
+    name: 'signed with the secret as an empty key',
+    forge: base => forge(base.header, base.claims, { key: '' })
+  },
+  ...['iss', 'aud', 'sub', 'sid', 'jti', 'iat', 'exp', 'ver', 'typ'].map((claim): Case => ({
+    name: `claim ${claim} missing`,
+    forge: resign(claims => without(claims, claim))
+  })),
+  { name: 'wrong iss', forge: resign(claims => ({ ...claims, iss: 'someone-else' })) },
+  { name: 'wrong aud', forge: resign(claims => ({ ...claims, aud: 'another-service' })) },
+  { name: 'aud as a list without ours', forge: resign(claims => ({ ...claims, aud: ['another-service'] })) },
+  { name: 'wrong typ claim (id)', forge: resign(claims => ({ ...claims, typ: 'id' })) },
+  { name: 'header typ missing', kinds: ['access'], forge: resign(claims => claims, header => without(header, 'typ')) },
+  { name: 'header typ "JWT"', kinds: ['access'], forge: resign(claims => claims, header => ({ ...header, typ: 'JWT' })) },
+  { name: 'expired', code: 'token_expired', forge: resign(claims => ({ ...claims, iat: now() - 600, exp: now() - 60 })) },
+  { name: 'nbf in the future', forge: resign(claims => ({ ...claims, nbf: now() + 600 })) },
+  { name: 'iat in the future', forge: resign(claims => ({ ...claims, iat: now() + 600, exp: now() + 900 })) },
+  {
+    name: 'unknown crit header',
+    forge: resign(claims => claims, header => ({ ...header, crit: ['x-unknown'], 'x-unknown': true }))
+  },
+  { name: 'crit an empty list', forge: resign(claims => claims, header => ({ ...header, crit: [] })) },
+  { name: 'crit not a list', forge: resign(claims => claims, header => ({ ...header, crit: 'x-unknown', 'x-unknown': true })) },
+  { name: 'crit naming a standard header', forge: resign(claims => claims, header => ({ ...header, crit: ['alg'] })) },
+  { name: 'crit b64 (unencoded payload, unsupported)', forge: resign(claims => claims, header => ({ ...header, crit: ['b64'], b64: false })) },
+  { name: 'alg missing from the header', forge: resign(claims => claims, header => without(header, 'alg')) },
+  { name: 'alg in lower case (hs256)', forge: resign(claims => claims, header => ({ ...header, alg: 'hs256' })) },
+  { name: 'sub as a number', forge: resign(claims => ({ ...claims, sub: 12345 })) },
+  { name: 'ver as a string', forge: resign(claims => ({ ...claims, ver: String(claims.ver) })) },
+  { name: 'exp as a string', forge: resign(claims => ({ ...claims, exp: String(claims.exp) })) },
+  { name: 'iat as a string', forge: resign(claims => ({ ...claims, iat: String(claims.iat) })) },
+  { name: 'aud as an object', forge: resign(claims => ({ ...claims, aud: { latchkey: true } })) },
+  { name: 'jti as a number', forge: resign(claims => ({ ...claims, jti: 42 })) },
+  { name: 'nbf as a string', forge: resign(claims => ({ ...claims, nbf: String(now() - 60) })) },
+  { name: 'iat not a whole number', forge: resign(claims => ({ ...claims, iat: (claims.iat as number) + 0.5 })) },
+  { name: 'role unknown', kinds: ['access'], forge: resign(claims => ({ ...claims, role: 'root' })) },
+  { name: 'email_verified as a string', kinds: ['access'], forge: resign(claims => ({ ...claims, email_verified: 'true' })) },
+  { name: 'two segments', forge: base => base.token.split('.').slice(0, 2).join('.') },
+  { name: 'four segments', forge: base => `${base.token}.${base.token.split('.')[2]}` },
+  { name: 'garbage base64', forge: () => '!!!.@@@.###' },
+  { name: 'header not JSON', forge: base => { const input = `${b64('{"alg":')}.${b64(base.claims)}`; return `${input}.${hmac(input)}` } },
+  { name: 'payload not JSON', forge: base => forge(base.header, 'not json at all') },
+  { name: 'payload a JSON array', forge: base => forge(base.header, JSON.stringify([base.claims])) },
+  { name: 'payload a JSON string', forge: base => forge(base.header, JSON.stringify('latchkey')) },
+  { name: 'header a JSON array', forge: base => { const input = `${b64('["HS256"]')}.${b64(base.claims)}`; return `${input}.${hmac(input)}` } },
+  { name: 'a 3000-character junk string', forge: () => 'x'.repeat(1000) + '.' + 'y'.repeat(999) + '.' + 'z'.repeat(999) },
+  {
+    name: 'a refresh token where an access token is expected (typ claim "refresh")',
+    kinds: ['access'],
+    forge: resign(claims => ({ ...claims, typ: 'refresh' }))
+  },
+  {
+    name: 'an access token where a refresh token is expected (typ claim "access", at+jwt header)',
+    kinds: ['refresh'],
+    forge: resign(claims => ({ ...claims, typ: 'access' }), header => ({ ...header, typ: 'at+jwt' }))
+  }
+]
+
+const profile = (app: App, token: string) => authed(app, token, { url: '/profile' })
+const verify = (app: App, token: string) => app.inject({ method: 'POST', url: '/auth/token/verify', payload: { token } })
+
+t.test('forged tokens are refused with a code, never a 500', async t => {
+  const app = await build(t)
+  const account = await register(app)
+  const other = await register(app)
+  const refreshToken = account.tokens.refreshToken as string
+  const bases: Record<Kind, Base> = {
+    access: { kind: 'access', header: part(account.tokens.accessToken, 0), claims: { ...part(account.tokens.accessToken, 1), jti: randomUUID() }, token: account.tokens.accessToken, otherUserId: other.id },
+    // A refresh token is only good with its recorded jti: the forgeries keep it, so only the forged part is at fault.
+    refresh: { kind: 'refresh', header: part(refreshToken, 0), claims: part(refreshToken, 1), token: refreshToken, otherUserId: other.id }
+  }
+  t.same(bases.access.header, { alg: 'HS256', typ: 'at+jwt' }, 'access tokens carry the RFC 9068 header')
+
+  for (const c of cases) {
+    t.test(c.name, async t => {
+      const expected = c.code ?? 'token_invalid'
+      const kinds = c.kinds ?? ['access', 'refresh']
+      if (kinds.includes('access')) {
+        const token = c.forge(bases.access)
+        const res = await profile(app, token)
+        t.equal(res.statusCode, 401, 'GET /profile: 401')
+        t.equal(res.json().code, expected, `GET /profile: ${expected}`)
+        t.equal(res.headers['www-authenticate'], 'Bearer realm="latchkey", error="invalid_token"')
+        const checked = await verify(app, token)
+        t.equal(checked.statusCode, 401, 'POST /auth/token/verify (access): 401')
+        t.equal(checked.json().code, expected, `POST /auth/token/verify (access): ${expected}`)
+      }
+      if (kinds.includes('refresh')) {
+        const token = c.forge(bases.refresh)
+        const res = await refresh(app, token)
+        t.equal(res.statusCode, 400, 'POST /auth/refresh: 400')
+        t.equal(res.json().code, expected, `POST /auth/refresh: ${expected}`)
+        const checked = await verify(app, token)
+        t.equal(checked.statusCode, 401, 'POST /auth/token/verify (refresh): 401')
+        t.equal(checked.json().code, expected, `POST /auth/token/verify (refresh): ${expected}`)
+      }
+    })
+  }
+
+  t.test('a real refresh token is not an access token, nor the reverse', async t => {
+    const asAccess = await profile(app, refreshToken)
+    t.equal(asAccess.statusCode, 401)
+    t.equal(asAccess.json().code, 'token_invalid')
+    t.equal(asAccess.headers['www-authenticate'], 'Bearer realm="latchkey", error="invalid_token"')
+    const asRefresh = await refresh(app, account.tokens.accessToken)
+    t.equal(asRefresh.statusCode, 400)
+    t.equal(asRefresh.json().code, 'token_invalid')
+  })
+
+  t.test('after every forgery the real tokens still work: nothing was consumed or revoked', async t => {
+    t.equal((await profile(app, account.tokens.accessToken)).statusCode, 200)
+    const res = await refresh(app, refreshToken)
+    t.equal(res.statusCode, 200, 'the real refresh token rotates')
+  })
+})
+
+t.test('a token forged correctly with the real secret is accepted (so the refusals mean something)', async t => {
+  const app = await build(t)
+  const account = await register(app)
+  const access = part(account.tokens.accessToken, 1)
+  const refreshClaims = part(account.tokens.refreshToken as string, 1)
+
+  const forgedAccess = forge({ alg: 'HS256', typ: 'at+jwt' }, { ...access, jti: randomUUID() })
+  t.not(forgedAccess, account.tokens.accessToken)
+  const res = await profile(app, forgedAccess)
+  t.equal(res.statusCode, 200, 'GET /profile accepts it')
+  t.equal(res.json().id, account.id)
+  const checked = await verify(app, forgedAccess)
+  t.equal(checked.statusCode, 200)
+  t.match(checked.json(), { valid: true, type: 'access', sub: account.id, sid: access.sid, exp: access.exp })
+
+  const forgedRefresh = forge(part(account.tokens.refreshToken as string, 0), refreshClaims)
+  const refreshChecked = await verify(app, forgedRefresh)
+  t.equal(refreshChecked.statusCode, 200)
+  t.match(refreshChecked.json(), { valid: true, type: 'refresh', sub: account.id, sid: refreshClaims.sid })
+  const rotated = await refresh(app, forgedRefresh)
+  t.equal(rotated.statusCode, 200, 'POST /auth/refresh accepts it')
+  t.equal((await profile(app, rotated.json().tokens.accessToken)).statusCode, 200)
+})
+
+t.test('only the configured algorithm is accepted, never a sibling', async t => {
+  const app = await build(t, { JWT_ALGORITHM: 'HS512' })
+  const account = await register(app)
+  t.same(part(account.tokens.accessToken, 0), { alg: 'HS512', typ: 'at+jwt' })
+  const claims = { ...part(account.tokens.accessToken, 1), jti: randomUUID() }
+  const table = [
+    { alg: 'HS512', algorithm: 'sha512', status: 200 },
+    { alg: 'HS256', algorithm: 'sha256', status: 401 },
+    { alg: 'HS384', algorithm: 'sha384', status: 401 }
+  ]
+  for (const { alg, algorithm, status } of table) {
+    const res = await profile(app, forge({ alg, typ: 'at+jwt' }, claims, { algorithm }))
+    t.equal(res.statusCode, status, `${alg} with the real secret: ${status}`)
+    if (status === 401) t.equal(res.json().code, 'token_invalid')
+  }
+})
+
+t.test('the Authorization header', async t => {
+  const app = await build(t)
+  const account = await register(app)
+  const table: Array<{ name: string, authorization: string }> = [
+    { name: 'Basic scheme', authorization: 'Basic dXNlcjpwYXNzd29yZA==' },
+    { name: 'Basic scheme with the access token', authorization: `Basic ${account.tokens.accessToken}` },
+    { name: 'Bearer with no token', authorization: 'Bearer' },
+    { name: 'Bearer and a space, no token', authorization: 'Bearer ' },
+    { name: 'the token with no scheme', authorization: account.tokens.accessToken },
+    { name: 'two tokens', authorization: `Bearer ${account.tokens.accessToken} ${account.tokens.accessToken}` },
+    { name: 'empty', authorization: '' }
+  ]
+  for (const { name, authorization } of table) {
+    t.test(name, async t => {
+      const res = await app.inject({ url: '/profile', headers: { authorization } })
+      t.equal(res.statusCode, 401)
+      t.equal(res.json().code, 'token_invalid')
+      t.equal(res.headers['www-authenticate'], 'Bearer realm="latchkey", error="invalid_token"')
+    })
+  }
+
+  t.test('no header: token_missing, and no error= in the challenge', async t => {
+    const res = await app.inject({ url: '/profile' })
+    t.equal(res.statusCode, 401)
+    t.same(res.json(), { statusCode: 401, code: 'token_missing', error: 'Unauthorized', message: res.json().message })
+    t.equal(res.headers['www-authenticate'], 'Bearer realm="latchkey"')
+  })
+
+  t.test('the scheme is case-insensitive', async t => {
+    for (const scheme of ['bearer', 'BEARER', 'bEaReR']) {
+      const res = await app.inject({ url: '/profile', headers: { authorization: `${scheme} ${account.tokens.accessToken}` } })
+      t.equal(res.statusCode, 200, scheme)
+    }
+  })
+})
+
+t.test('JWT_LEEWAY', async t => {
+  const expiredFiveSecondsAgo = (tokens: { accessToken: string }) =>
+    forge({ alg: 'HS256', typ: 'at+jwt' }, { ...part(tokens.accessToken, 1), jti: randomUUID(), iat: now() - 65, exp: now() - 5 })
+
+  t.test('a token expired 5 s ago is accepted with JWT_LEEWAY=30', async t => {
+    const app = await build(t, { JWT_LEEWAY: '30' })
+    const account = await register(app)
+    const res = await profile(app, expiredFiveSecondsAgo(account.tokens))
+    t.equal(res.statusCode, 200)
+  })
+
+  t.test('and refused with the default leeway of 0', async t => {
+    const app = await build(t)
+    const account = await register(app)
+    const res = await profile(app, expiredFiveSecondsAgo(account.tokens))
+    t.equal(res.statusCode, 401)
+    t.equal(res.json().code, 'token_expired')
+  })
+
+  t.test('the leeway lets an iat slightly in the future through, not one beyond it', async t => {
+    const app = await build(t, { JWT_LEEWAY: '30' })
+    const account = await register(app)
+    const claims = part(account.tokens.accessToken, 1)
+    const near = forge({ alg: 'HS256', typ: 'at+jwt' }, { ...claims, jti: randomUUID(), iat: now() + 5 })
+    t.equal((await profile(app, near)).statusCode, 200, 'iat 5 s ahead, within 30 s')
+    const far = forge({ alg: 'HS256', typ: 'at+jwt' }, { ...claims, jti: randomUUID(), iat: now() + 120 })
+    const res = await profile(app, far)
+    t.equal(res.statusCode, 401, 'iat 2 min ahead')
+    t.equal(res.json().code, 'token_invalid')
+  })
+})
