@@ -6,10 +6,9 @@ import net, { type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { uniqueEmail } from './helper.js'
 
-type Test = typeof t
 
 const serverPath = fileURLToPath(new URL('../server.ts', import.meta.url))
 // Resolved here, so the server can run from a directory of its own (where no

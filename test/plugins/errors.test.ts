@@ -1,9 +1,8 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Type } from '@sinclair/typebox'
 import { AppError, errorCodes } from '../../plugins/app/errors.js'
 import { build } from '../helper.js'
 
-type Test = typeof t
 
 /** The app plus a few routes of its own, registered before it is ready, as a route folder would. */
 async function appWithRoutes (t: Test) {

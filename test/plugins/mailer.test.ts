@@ -1,11 +1,10 @@
 import type { AddressInfo } from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { SMTPServer } from 'smtp-server'
 import { simpleParser, type ParsedMail } from 'mailparser'
 import type { Mail } from '../../plugins/app/mailer.js'
 import { build } from '../helper.js'
 
-type Test = typeof t
 
 /** A real SMTP server on an ephemeral port; `refuseRecipient` makes it answer 550 to that address. */
 async function smtpServer (t: Test, refuseRecipient?: string) {
