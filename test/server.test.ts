@@ -9,7 +9,6 @@ import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { uniqueEmail } from './helper.js'
 
-
 const serverPath = fileURLToPath(new URL('../server.ts', import.meta.url))
 // Resolved here, so the server can run from a directory of its own (where no
 // developer's `.env` is read) and still find the TypeScript loader.

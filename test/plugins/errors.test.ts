@@ -3,7 +3,6 @@ import { Type } from '@sinclair/typebox'
 import { AppError, errorCodes } from '../../plugins/app/errors.js'
 import { build } from '../helper.js'
 
-
 /** The app plus a few routes of its own, registered before it is ready, as a route folder would. */
 async function appWithRoutes (t: Test) {
   const app = await build(t)

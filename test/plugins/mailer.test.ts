@@ -5,7 +5,6 @@ import { simpleParser, type ParsedMail } from 'mailparser'
 import type { Mail } from '../../plugins/app/mailer.js'
 import { build } from '../helper.js'
 
-
 /** A real SMTP server on an ephemeral port; `refuseRecipient` makes it answer 550 to that address. */
 async function smtpServer (t: Test, refuseRecipient?: string) {
   const received: Array<{ envelope: { from: string, to: string[] }, mail: ParsedMail }> = []

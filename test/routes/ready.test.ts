@@ -4,7 +4,6 @@ import t, { type Test } from 'tap'
 import { sql } from 'kysely'
 import { build, uniqueEmail } from '../helper.js'
 
-
 // Nothing listens on port 1: a database that is gone, on every machine.
 const deadDatabase = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/latchkey', MIGRATE_ON_START: 'false' }
 
