@@ -33,20 +33,32 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  const { config, cache } = app
+  const { config } = app
   if (!config.RATE_LIMIT_ENABLED) {
     app.decorate('emailRateLimit', () => async () => {})
     return
   }
 
   const redis = app.hasDecorator('redis') ? app.redis : undefined
+  // Counting follows the Redis connection itself, not `cache.healthy`: the
+  // cache also distrusts Redis while its pub/sub connection is down or while
+  // it flushes stale state after an outage, and counts moved in process then
+  // split one client's count in two and let it past the limit. After a failed
+  // command (a stalled Redis costs a command timeout) counting stays in
+  // process for a second before Redis is tried again.
+  const retryAfterFailureMs = 1000
+  let sharedFailedAt = 0
   class FallbackStore implements Store {
     constructor (private readonly shared: Store | undefined, private readonly local: Store) {}
 
     incr (key: string, cb: Callback, timeWindow: number, max: number) {
-      if (!this.shared || !cache.healthy) return this.local.incr(key, cb, timeWindow, max)
+      const usable = this.shared && redis?.status === 'ready' && Date.now() - sharedFailedAt >= retryAfterFailureMs
+      if (!this.shared || !usable) return this.local.incr(key, cb, timeWindow, max)
       this.shared.incr(key, (err, result) => {
-        if (err) return this.local.incr(key, cb, timeWindow, max)
+        if (err) {
+          sharedFailedAt = Date.now()
+          return this.local.incr(key, cb, timeWindow, max)
+        }
         cb(null, result)
       }, timeWindow, max)
     }
