@@ -4,7 +4,8 @@ import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { authed, build, login, realBackends, refresh, register, type App, type Tokens } from './helper.js'
+import { buildApp } from '../app.js'
+import { authed, build, login, realBackends, refresh, register, testEnv, type App, type Tokens } from './helper.js'
 
 // Scale-out and Redis faults need a real PostgreSQL and Redis (.ci/run's second pass).
 const skip = realBackends && process.env.REDIS_URL ? false : 'needs DATABASE_URL and REDIS_URL'
@@ -117,4 +118,15 @@ t.test('Redis faults: requests are answered from PostgreSQL and revoked tokens s
       t.equal(res.statusCode, 401, `refused after Redis resumes (${i + 1})`)
     }
   })
+})
+
+t.test('the service closes cleanly while Redis is down', { skip }, async t => {
+  const port = await freePort()
+  const redis = await startRedis(port)
+  t.teardown(() => { redis.kill('SIGKILL') })
+  const app = await buildApp({ env: testEnv({ REDIS_URL: `redis://127.0.0.1:${port}` }) })
+  t.equal((await app.inject({ url: '/ready' })).statusCode, 200)
+  redis.kill('SIGKILL')
+  await new Promise(resolve => redis.once('exit', resolve))
+  await t.resolves(app.close(), 'close resolves: the pool and the dead Redis connection are let go')
 })

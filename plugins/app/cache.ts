@@ -201,17 +201,19 @@ export default fp(async (app) => {
     client.once('ready', done)
   })
   if (client.status === 'ready') {
-    // @fastify/redis owns the connection from here on and QUITs it on close.
-    await app.register(fastifyRedis, { client, closeClient: true })
+    await app.register(fastifyRedis, { client })
   } else {
     // @fastify/redis would hold the boot until Redis answers; a service
     // (re)started during a Redis outage serves from PostgreSQL instead, with
     // the cache distrusted until Redis is ready.
     app.log.warn('redis unreachable at start: serving from the database until it answers')
     app.decorate('redis', client as FastifyRedis)
-    app.addHook('onClose', async () => { client.disconnect() })
   }
   const subscriber = client.duplicate({ enableOfflineQueue: true, commandTimeout: undefined })
   app.decorate('cache', createRedisCache(client, subscriber, CACHE_PREFIX, app.log))
-  app.addHook('onClose', async () => { subscriber.disconnect() })
+  app.addHook('onClose', async () => {
+    subscriber.disconnect()
+    // QUIT lets commands in flight finish; with Redis down it cannot be sent, and the socket is just dropped.
+    await client.quit().catch(() => client.disconnect())
+  })
 }, { name: 'cache', dependencies: ['config'] })
