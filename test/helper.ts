@@ -1,14 +1,16 @@
-import { randomUUID } from 'node:crypto'
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { createHash, randomUUID } from 'node:crypto'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { AddressInfo } from 'node:net'
 import { PGlite } from '@electric-sql/pglite'
+import { Kysely, PGliteDialect } from 'kysely'
 import { SMTPServer } from 'smtp-server'
 import { simpleParser } from 'mailparser'
 import tap from 'tap'
 import { buildApp } from '../app.js'
+import { migrateToLatest } from '../db/migrate.js'
 
 type Test = { teardown (fn: () => unknown): void }
 export type Env = Record<string, string | undefined>
@@ -18,21 +20,36 @@ export type Env = Record<string, string | undefined>
 let sharedPglite: Promise<PGlite> | undefined
 
 const root = fileURLToPath(new URL('..', import.meta.url))
-const pgliteVersion = JSON.parse(readFileSync(join(root, 'node_modules/@electric-sql/pglite/package.json'), 'utf8')).version
-const templateFile = join(root, 'node_modules/.cache/latchkey', `pglite-${pgliteVersion}.tar.gz`)
+const cacheDir = join(root, 'node_modules/.cache/latchkey')
 
-// A fresh PGlite runs initdb, which takes seconds; the data directory it
-// leaves is dumped once and every later test process starts from the dump.
+// The template is named after what it holds: the PGlite release and the
+// migrations (a changed or added migration makes a new one).
+function templatePath (): string {
+  const hash = createHash('sha256')
+  hash.update(JSON.parse(readFileSync(join(root, 'node_modules/@electric-sql/pglite/package.json'), 'utf8')).version)
+  const migrations = join(root, 'db/migrations')
+  for (const name of readdirSync(migrations).sort()) hash.update(name).update(readFileSync(join(migrations, name)))
+  return join(cacheDir, `pglite-${hash.digest('hex').slice(0, 16)}.tar.gz`)
+}
+
+// A fresh PGlite runs initdb and the migrations, which takes seconds; the
+// data directory it leaves is dumped once and later test processes start from
+// the dump, with nothing left to migrate.
 async function openSharedPglite (): Promise<PGlite> {
+  const templateFile = templatePath()
   let pglite: PGlite
   try {
     pglite = new PGlite({ loadDataDir: new Blob([readFileSync(templateFile)]) })
     await pglite.waitReady
   } catch {
     pglite = new PGlite()
-    await pglite.waitReady
+    await migrateToLatest(new Kysely({ dialect: new PGliteDialect({ pglite }) }))
     const dump = await pglite.dumpDataDir('gzip')
-    mkdirSync(join(templateFile, '..'), { recursive: true })
+    mkdirSync(cacheDir, { recursive: true })
+    // Templates of older migrations go; files being written by another process stay.
+    for (const old of readdirSync(cacheDir)) {
+      if (/^pglite-.*\.tar\.gz$/.test(old) && join(cacheDir, old) !== templateFile) rmSync(join(cacheDir, old), { force: true })
+    }
     // Written aside and renamed, so a process running beside this one never reads half a file.
     const partial = `${templateFile}.${process.pid}`
     writeFileSync(partial, Buffer.from(await dump.arrayBuffer()))
