@@ -1,9 +1,12 @@
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomUUID } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import type { AddressInfo } from 'node:net'
+import { Redis } from 'ioredis'
 import { PGlite } from '@electric-sql/pglite'
 import { Kysely, PGliteDialect } from 'kysely'
 import { SMTPServer } from 'smtp-server'
@@ -202,4 +205,30 @@ export async function registerVerified (app: App, smtp: SmtpCatcher, email = uni
   const res = await app.inject({ method: 'POST', url: '/auth/email/verify', payload: { email, code } })
   if (res.statusCode !== 200) throw new Error(`verify: ${res.statusCode} ${res.body}`)
   return account
+}
+
+/** A TCP port nothing listens on right now. */
+export async function freePort (): Promise<number> {
+  const probe = createServer()
+  await new Promise<void>(resolve => probe.listen(0, '127.0.0.1', resolve))
+  const { port } = probe.address() as AddressInfo
+  await new Promise(resolve => probe.close(resolve))
+  return port
+}
+
+/** A Redis of the test's own (to stop, stall or kill), ready when this resolves. */
+export async function startRedis (port: number): Promise<ChildProcess> {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+  const probe = new Redis({ port, lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: 0 })
+  // Refused connections until the server listens are expected, not worth a warning.
+  probe.on('error', () => {})
+  try {
+    for (let i = 0; i < 100; i++) {
+      if (await probe.ping().then(() => true, () => false)) return child
+      await sleep(50)
+    }
+    throw new Error(`redis-server did not start on port ${port}`)
+  } finally {
+    probe.disconnect()
+  }
 }

@@ -2,12 +2,12 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtempSync } from 'node:fs'
-import net, { type AddressInfo } from 'node:net'
+import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
-import { uniqueEmail } from './helper.js'
+import { freePort, uniqueEmail } from './helper.js'
 
 const serverPath = fileURLToPath(new URL('../server.ts', import.meta.url))
 // Resolved here, so the server can run from a directory of its own (where no
@@ -16,14 +16,6 @@ const tsx = import.meta.resolve('tsx')
 // The embedded database's first start (initdb on disk) takes seconds: the
 // servers of this file share one DATA_DIR, as restarts of `npm start` do.
 const sharedDataDir = mkdtempSync(join(tmpdir(), 'latchkey-server-'))
-
-async function freePort (): Promise<number> {
-  const probe = net.createServer()
-  await new Promise<void>(resolve => probe.listen(0, '127.0.0.1', () => resolve()))
-  const { port } = probe.address() as AddressInfo
-  await new Promise<void>(resolve => probe.close(() => resolve()))
-  return port
-}
 
 interface Server {
   child: ChildProcess

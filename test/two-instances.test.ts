@@ -1,11 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
-import { Redis } from 'ioredis'
 import { buildApp } from '../app.js'
-import { authed, build, login, realBackends, refresh, register, testEnv, type App, type Tokens } from './helper.js'
+import { authed, build, freePort, login, realBackends, refresh, register, startRedis, testEnv, type App, type Tokens } from './helper.js'
 
 // Scale-out and Redis faults need a real PostgreSQL and Redis (.ci/run's second pass).
 const skip = realBackends && process.env.REDIS_URL ? false : 'needs DATABASE_URL and REDIS_URL'
@@ -48,25 +45,6 @@ t.test('two instances on one PostgreSQL and one Redis behave as one service', { 
     t.equal(tab.json().tokens.refreshToken, next.json().tokens.refreshToken, 'gets the same successor')
   })
 })
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const address = server.address()
-  await new Promise(resolve => server.close(resolve))
-  return typeof address === 'object' && address ? address.port : 0
-}
-
-async function startRedis (port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-  const probe = new Redis({ port, lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: 0 })
-  for (let i = 0; i < 100; i++) {
-    if (await probe.ping().then(() => true, () => false)) break
-    await sleep(50)
-  }
-  probe.disconnect()
-  return child
-}
 
 t.test('Redis faults: requests are answered from PostgreSQL and revoked tokens stay revoked', { skip }, async t => {
   const port = await freePort()

@@ -1,10 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
-import { build, password, register, uniqueEmail, type App, type Env } from '../../helper.js'
+import { build, freePort, password, register, startRedis, uniqueEmail, type App, type Env } from '../../helper.js'
 
 const on = (overrides: Env = {}): Env => ({ RATE_LIMIT_ENABLED: 'true', ...overrides })
 
@@ -222,30 +220,6 @@ t.test('two instances sharing one Redis count one limit', { skip }, async t => {
     t.equal((await loginFrom(c, '10.0.6.1', uniqueEmail())).statusCode, 401)
   })
 })
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const address = server.address()
-  await new Promise(resolve => server.close(resolve))
-  return typeof address === 'object' && address ? address.port : 0
-}
-
-async function startRedis (port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-  const probe = new Redis({ port, lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: 0 })
-  // Refused connections until the server listens are expected, not worth a warning.
-  probe.on('error', () => {})
-  try {
-    for (let i = 0; i < 100; i++) {
-      if (await probe.ping().then(() => true, () => false)) return child
-      await sleep(50)
-    }
-    throw new Error(`redis-server did not start on port ${port}`)
-  } finally {
-    probe.disconnect()
-  }
-}
 
 /** The reply, or a failure if it takes longer than a generous bound: a dead Redis must not make requests hang. */
 async function answered (request: Promise<Awaited<ReturnType<App['inject']>>>) {
