@@ -15,12 +15,15 @@ async function eventually (check: () => boolean, ms = 2000) {
 }
 
 /**
- * The behaviour every backend shares. `pair` gives two caches that see the same
- * data and channels (two instances of the service, or one process twice).
+ * The behaviour every backend shares. `makePair` gives two caches that see the
+ * same data and channels (two instances of the service, or one process twice);
+ * they are made once for the suite, and each test uses keys of its own.
  */
-function behaves (t: Test, pair: (t: Test) => Promise<[Cache, Cache]>) {
+function behaves (t: Test, makePair: (t: Test) => Promise<[Cache, Cache]>) {
+  let made: Promise<[Cache, Cache]> | undefined
+  const pair = () => (made ??= makePair(t))
   t.test('get answers null for a key never set; set then get answers the value', async t => {
-    const [cache] = await pair(t)
+    const [cache] = await pair()
     t.equal(await cache.get('missing'), null)
     await cache.set('greeting', 'hello', 60)
     t.equal(await cache.get('greeting'), 'hello')
@@ -29,7 +32,7 @@ function behaves (t: Test, pair: (t: Test) => Promise<[Cache, Cache]>) {
   })
 
   t.test('a value is gone once its TTL has passed', async t => {
-    const [cache] = await pair(t)
+    const [cache] = await pair()
     await cache.set('short', 'lived', 1)
     await cache.set('long', 'lived', 60)
     t.equal(await cache.get('short'), 'lived')
@@ -39,7 +42,7 @@ function behaves (t: Test, pair: (t: Test) => Promise<[Cache, Cache]>) {
   })
 
   t.test('del removes one or several keys', async t => {
-    const [cache] = await pair(t)
+    const [cache] = await pair()
     await cache.set('a', '1', 60)
     await cache.set('b', '2', 60)
     await cache.set('c', '3', 60)
@@ -51,7 +54,7 @@ function behaves (t: Test, pair: (t: Test) => Promise<[Cache, Cache]>) {
   })
 
   t.test('incr counts up and the count expires TTL seconds after the first increment', async t => {
-    const [cache] = await pair(t)
+    const [cache] = await pair()
     t.equal(await cache.incr('hits', 1), 1)
     t.equal(await cache.incr('hits', 1), 2)
     await sleep(600)
@@ -63,7 +66,7 @@ function behaves (t: Test, pair: (t: Test) => Promise<[Cache, Cache]>) {
   })
 
   t.test('a published message reaches every subscriber, on the other instance too', async t => {
-    const [a, b] = await pair(t)
+    const [a, b] = await pair()
     const channel = `channel-${randomUUID()}`
     const seenByA: string[] = []
     const seenByB: string[] = []
@@ -86,7 +89,7 @@ function behaves (t: Test, pair: (t: Test) => Promise<[Cache, Cache]>) {
   })
 
   t.test('ping answers true while the backend is reachable', async t => {
-    const [cache] = await pair(t)
+    const [cache] = await pair()
     t.equal(await cache.ping(), true)
     t.equal(cache.healthy, true)
   })
