@@ -36,6 +36,44 @@ t.test('two instances on one PostgreSQL and one Redis behave as one service', { 
     t.equal((await profile(b, phone)).statusCode, 200, 'the other session still works on b')
   })
 
+  t.test('a load that raced a logout cannot write the old state back', async t => {
+    const account = await register(a)
+    // b misses both tiers and reads PostgreSQL; its write-back to Redis is held
+    // (an injected delay) until a's logout has answered.
+    let reached!: () => void
+    let release!: () => void
+    const atWrite = new Promise<void>(resolve => { reached = resolve })
+    const held = new Promise<void>(resolve => { release = resolve })
+    const original = b.cache.setIfVersion
+    b.cache.setIfVersion = async (...args) => {
+      reached()
+      await held
+      return original(...args)
+    }
+    t.teardown(() => { b.cache.setIfVersion = original })
+
+    const concurrent = profile(b, account.tokens)
+    await atWrite
+    t.equal((await authed(a, account.tokens.accessToken, { method: 'POST', url: '/auth/logout' })).statusCode, 204)
+    release()
+    await concurrent
+    t.equal((await profile(a, account.tokens)).statusCode, 401, 'refused on a at once, although b wrote after the logout')
+    await sleep(100)
+    t.equal((await profile(b, account.tokens)).statusCode, 401, 'and on b')
+  })
+
+  t.test('a logout made while one instance had lost Redis reaches the others once it is back', async t => {
+    const account = await register(a)
+    t.equal((await profile(b, account.tokens)).statusCode, 200, 'b has the state cached')
+    a.redis.disconnect()
+    t.equal((await authed(a, account.tokens.accessToken, { method: 'POST', url: '/auth/logout' })).statusCode, 204)
+    t.equal((await profile(a, account.tokens)).statusCode, 401, 'a refuses at once, from PostgreSQL')
+    await a.redis.connect()
+    await sleep(300)
+    t.equal(a.cache.healthy, true, 'a trusts Redis again')
+    t.equal((await profile(b, account.tokens)).statusCode, 401, 'b has dropped what it cached meanwhile')
+  })
+
   t.test('refresh rotation is shared: two tabs on two instances get one successor', async t => {
     const account = await register(a)
     const next = await refresh(a, account.tokens.refreshToken)

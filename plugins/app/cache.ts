@@ -18,6 +18,12 @@ export interface Cache {
   del (...keys: string[]): Promise<void>
   /** Adds one and returns the new count; the key expires ttlSeconds after it was created. */
   incr (key: string, ttlSeconds: number): Promise<number>
+  /** The value with the key's version, which `invalidate` bumps. */
+  getVersioned (key: string): Promise<{ value: string | null, version: string }>
+  /** Stores the value only while the key's version is still the one read: a load that raced an invalidation writes nothing. */
+  setIfVersion (key: string, value: string, ttlSeconds: number, version: string): Promise<void>
+  /** Bumps each key's version and deletes its value. */
+  invalidate (...keys: string[]): Promise<void>
   publish (channel: string, message: string): Promise<void>
   subscribe (channel: string, handler: (message: string) => void): void
   /** Called when messages may have been missed (a reconnect): drop whatever was derived from them. */
@@ -33,6 +39,7 @@ declare module 'fastify' {
 
 export function createMemoryCache (): Cache & { close (): void } {
   const entries = new Map<string, { value: string, expires: number }>()
+  const versions = new Map<string, number>()
   const bus = new EventEmitter()
   bus.setMaxListeners(0)
   const live = (key: string) => {
@@ -62,6 +69,16 @@ export function createMemoryCache (): Cache & { close (): void } {
       entries.set(key, entry)
       return Number(entry.value)
     },
+    async getVersioned (key) { return { value: live(key)?.value ?? null, version: String(versions.get(key) ?? 0) } },
+    async setIfVersion (key, value, ttlSeconds, version) {
+      if (String(versions.get(key) ?? 0) === version) entries.set(key, { value, expires: Date.now() + ttlSeconds * 1000 })
+    },
+    async invalidate (...keys) {
+      for (const key of keys) {
+        versions.set(key, (versions.get(key) ?? 0) + 1)
+        entries.delete(key)
+      }
+    },
     async publish (channel, message) { bus.emit(channel, message) },
     subscribe (channel, handler) { bus.on(channel, handler) },
     onReset () {},
@@ -70,9 +87,19 @@ export function createMemoryCache (): Cache & { close (): void } {
       clearInterval(sweeper)
       entries.clear()
       bus.removeAllListeners()
+      versions.clear()
     }
   }
 }
+
+// Compare-and-set: KEYS[1] the value, KEYS[2] its version; ARGV value, ttl, the version read.
+const setIfVersionLua = `
+if (redis.call('GET', KEYS[2]) or '0') == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 0`
+// A version outlives any load that could have read the one before it.
+const versionTtlSeconds = 3600
 
 export function createRedisCache (client: Redis, subscriber: Redis, prefix: string, log: FastifyBaseLogger): Cache {
   const namespace = `${prefix}c:`
@@ -150,6 +177,20 @@ export function createRedisCache (client: Redis, subscriber: Redis, prefix: stri
     incr: (key, ttlSeconds) => attempt(0, async () => {
       const [[, count]] = await client.multi().incr(namespace + key).expire(namespace + key, ttlSeconds, 'NX').exec() as [[Error | null, number]]
       return count
+    }),
+    getVersioned: key => attempt({ value: null, version: '' }, async () => {
+      const [value, version] = await client.mget(namespace + key, `${namespace}v:${key}`)
+      return { value, version: version ?? '0' }
+    }),
+    setIfVersion: (key, value, ttlSeconds, version) => attempt(undefined, async () => {
+      await client.eval(setIfVersionLua, 2, namespace + key, `${namespace}v:${key}`, value, ttlSeconds, version)
+    }),
+    invalidate: (...keys) => attempt(undefined, async () => {
+      const batch = client.multi()
+      for (const key of keys) {
+        batch.incr(`${namespace}v:${key}`).expire(`${namespace}v:${key}`, versionTtlSeconds).del(namespace + key)
+      }
+      await batch.exec()
     }),
     publish: (channel, message) => attempt(undefined, async () => { await client.publish(prefix + channel, message) }),
     subscribe (channel, handler) {

@@ -35,9 +35,8 @@ declare module 'fastify' {
 }
 
 const channel = 'state-invalidated'
-// A reader that loaded old rows just before a commit may write them back to
-// Redis just after the invalidation; a second, later delete removes them.
-const secondDeleteMs = 500
+// A message on the channel is keys separated by spaces, or this: drop everything.
+const everything = '*'
 
 export default fp(async (app) => {
   const { cache, db } = app
@@ -45,53 +44,53 @@ export default fp(async (app) => {
   // The in-process tier, bounded (oldest first out); Redis, when configured, is the shared tier behind it.
   const local = new Map<string, { value: unknown, expires: number }>()
   const maxLocal = 50_000
-  // Bumped on every invalidation: a load that started before one does not store its result.
+  // Bumped on every invalidation: a load that started before one does not keep its result.
   let invalidations = 0
   const shared = cache.kind === 'redis' ? cache : null
-  const timers = new Set<NodeJS.Timeout>()
 
-  const drop = (key: string) => {
-    local.delete(key)
+  const forget = (message: string) => {
     invalidations++
+    if (message === everything) local.clear()
+    else for (const key of message.split(' ')) local.delete(key)
   }
   const remember = (key: string, value: unknown) => {
     if (local.size >= maxLocal) local.delete(local.keys().next().value as string)
     local.set(key, { value, expires: Date.now() + ttl * 1000 })
   }
-  cache.subscribe(channel, drop)
-  // Messages may have been missed while Redis was away: forget everything.
+  cache.subscribe(channel, forget)
+  // Messages may have been missed while Redis was away, by this instance or,
+  // for the revocations this one made meanwhile, by the others: all forget.
   cache.onReset(() => {
-    local.clear()
-    invalidations++
+    forget(everything)
+    cache.publish(channel, everything).catch(err => app.log.warn({ err }, 'reset broadcast failed'))
   })
 
   async function read<T> (key: string, load: () => Promise<T | null>): Promise<T | null> {
     // While the shared tier is unreachable, invalidations cannot reach this
     // instance either, so nothing cached is trusted: the database answers.
     const trusted = cache.healthy
+    const before = invalidations
+    let version = ''
     if (trusted) {
       const hit = local.get(key)
       if (hit && hit.expires > Date.now()) return hit.value as T
-      const remote = shared ? await shared.get(key) : null
-      if (remote !== null) {
-        const value = JSON.parse(remote) as T
-        remember(key, value)
-        return value
+      if (shared) {
+        const remote = await shared.getVersioned(key)
+        version = remote.version
+        if (remote.value !== null) {
+          const value = JSON.parse(remote.value) as T
+          if (before === invalidations) remember(key, value)
+          return value
+        }
       }
     }
-    const before = invalidations
     const value = await load()
     if (value !== null && trusted && before === invalidations) {
       remember(key, value)
-      await shared?.set(key, JSON.stringify(value), ttl)
+      // Written back only if no invalidation bumped the key's version since it was read.
+      await shared?.setIfVersion(key, JSON.stringify(value), ttl, version)
     }
     return value
-  }
-
-  async function evict (keys: string[]) {
-    for (const key of keys) drop(key)
-    if (shared) await shared.del(...keys)
-    await Promise.all(keys.map(key => cache.publish(channel, key)))
   }
 
   app.decorate('revocation', {
@@ -122,17 +121,9 @@ export default fp(async (app) => {
     async invalidate ({ users = [], sessions = [] }: Changed) {
       const keys = [...users.map(id => `user:${id}`), ...sessions.map(id => `session:${id}`)]
       if (keys.length === 0) return
-      await evict(keys)
-      const timer = setTimeout(() => {
-        timers.delete(timer)
-        evict(keys).catch(err => app.log.warn({ err }, 'second invalidation failed'))
-      }, secondDeleteMs)
-      timer.unref()
-      timers.add(timer)
+      forget(keys.join(' '))
+      await shared?.invalidate(...keys)
+      await cache.publish(channel, keys.join(' '))
     }
-  })
-
-  app.addHook('onClose', async () => {
-    for (const timer of timers) clearTimeout(timer)
   })
 }, { name: 'revocation', dependencies: ['config', 'db', 'cache'] })
