@@ -28,6 +28,15 @@ export const Password = Type.String({
   description: 'PASSWORD_MIN_LENGTH (default 8) to 128 characters.'
 })
 
+// Names people give (themselves, their devices): printable, so PostgreSQL never refuses them.
+export const Label = Type.String({
+  $id: 'Label',
+  minLength: 1,
+  maxLength: 100,
+  pattern: '^[^\\x00-\\x1f\\x7f]+$',
+  description: '1 to 100 characters, no control characters.'
+})
+
 export const UserSchema = Type.Object({
   id: Type.String({ format: 'uuid' }),
   email: Type.String(),
@@ -48,12 +57,13 @@ export const TokensSchema = Type.Object({
 export type Tokens = Static<typeof TokensSchema>
 export type UserView = Static<typeof UserSchema>
 
-export const components: TSchema[] = [ErrorResponse, Email, Password, UserSchema, TokensSchema]
+export const components: TSchema[] = [ErrorResponse, Email, Password, Label, UserSchema, TokensSchema]
 
 /** The error shape, by reference, for a route's response map. */
 export const ErrorRef = Type.Ref(ErrorResponse)
 export const EmailRef = Type.Ref(Email)
 export const PasswordRef = Type.Ref(Password)
+export const LabelRef = Type.Ref(Label)
 export const UserRef = Type.Ref(UserSchema)
 export const TokensRef = Type.Ref(TokensSchema)
 

@@ -69,6 +69,10 @@ const fastifyCodes: Record<string, ErrorCode> = {
   FST_ERR_VALIDATION: 'validation_failed'
 }
 
+// Input PostgreSQL refused (a CHECK, bytes it cannot store): the last line
+// behind the schemas, and still the client's doing.
+const refusedInput = new Set(['23514', '22021', '22P05', '22001'])
+
 // PostgreSQL (or the pool in front of it) is not there: the request can be
 // retried shortly, so it is a 503 and not our bug.
 const unavailableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'ETIMEDOUT', 'EPIPE', '57P01', '57P03', '08006', '08001', '08003'])
@@ -101,6 +105,10 @@ export default fp(async (app) => {
     }
     if (err.statusCode === 429) {
       return send(reply, 'rate_limited', 429, errorCodes.rate_limited[1])
+    }
+    if (err.code !== undefined && refusedInput.has(err.code)) {
+      request.log.info({ err }, 'input refused by the database')
+      return send(reply, 'validation_failed', 400, errorCodes.validation_failed[1])
     }
     if (isUnavailable(err)) {
       request.log.error({ err }, 'backend unavailable')

@@ -23,7 +23,9 @@ export default fp(async (app) => {
 
   app.decorate('passwords', {
     async hash (password: string) {
-      if ([...password].length < PASSWORD_MIN_LENGTH || password.length > 128 || password.trim() === '') {
+      // Counted in characters (code points), as the request schema counts them.
+      const length = [...password].length
+      if (length < PASSWORD_MIN_LENGTH || length > 128 || password.trim() === '') {
         throw new AppError('weak_password', { message: `The password must be ${PASSWORD_MIN_LENGTH} to 128 characters long.` })
       }
       return hash(password, { algorithm })

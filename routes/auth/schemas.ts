@@ -1,18 +1,18 @@
 import { Type } from '@sinclair/typebox'
-import { EmailRef, PasswordRef, TokensRef, UserRef, errors } from '../../openapi/components.js'
+import { EmailRef, LabelRef, PasswordRef, TokensRef, UserRef, errors } from '../../openapi/components.js'
 
 const strict = { additionalProperties: false } as const
 
 export const RegisterBody = Type.Object({
   email: EmailRef,
   password: PasswordRef,
-  name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 }))
+  name: Type.Optional(LabelRef)
 }, strict)
 
 export const LoginBody = Type.Object({
   email: EmailRef,
   password: PasswordRef,
-  deviceName: Type.Optional(Type.String({ minLength: 1, maxLength: 100 }))
+  deviceName: Type.Optional(LabelRef)
 }, strict)
 
 export const RefreshBody = Type.Object({ refreshToken: Type.String({ minLength: 1, maxLength: 4096 }) }, strict)

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { UserRef, errors, userView } from '../../openapi/components.js'
+import { LabelRef, UserRef, errors, userView } from '../../openapi/components.js'
 import { updateProfile } from '../../db/queries/users.js'
 import { AppError } from '../../plugins/app/errors.js'
 
@@ -31,7 +31,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'updateProfile',
       security: [{ bearerAuth: [] }],
       body: Type.Object({
-        name: Type.Union([Type.String({ minLength: 1, maxLength: 100 }), Type.Null()])
+        name: Type.Union([LabelRef, Type.Null()])
       }, { additionalProperties: false }),
       response: { 200: UserRef, ...errors(400, 401, 403, 429) }
     }
