@@ -13,6 +13,22 @@ const device = (request: FastifyRequest, deviceName?: string) => ({ deviceName, 
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
+
+  async function loggedIn (request: FastifyRequest, refreshToken: string | undefined): Promise<{ userId: string, sessionId: string }> {
+    try {
+      const token = bearerToken(request)
+      if (token !== undefined) {
+        const user = await app.principalOf(app.tokens.verify(token, 'access'))
+        return { userId: user.id, sessionId: user.sessionId }
+      }
+    } catch (err) {
+      if (refreshToken === undefined) throw err
+    }
+    if (refreshToken === undefined) throw new AppError('token_missing')
+    const claims = await app.sessions.check(refreshToken)
+    return { userId: claims.sub, sessionId: claims.sid }
+  }
+
   const perIp = (max: number, windowSeconds: number) => ({ rateLimit: { max, timeWindow: windowSeconds * 1000 } })
 
   app.post('/register', {
@@ -88,17 +104,9 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     preValidation: async (request) => { request.body ??= {} }
   }, async (request, reply) => {
     const { refreshToken, scope = 'global' } = request.body
-    const token = bearerToken(request)
-    let who: { userId: string, sessionId: string }
-    if (token !== undefined) {
-      const user = await app.principalOf(app.tokens.verify(token, 'access'))
-      who = { userId: user.id, sessionId: user.sessionId }
-    } else if (refreshToken !== undefined) {
-      const claims = await app.sessions.check(refreshToken)
-      who = { userId: claims.sub, sessionId: claims.sid }
-    } else {
-      throw new AppError('token_missing')
-    }
+    // The access token when it still works; else the refresh token, so a
+    // client whose access token expired while idle can still log out.
+    const who = await loggedIn(request, refreshToken)
     await app.sessions.end(who.userId, who.sessionId, scope)
     reply.code(204)
   })

@@ -15,9 +15,8 @@ const SessionView = Type.Object({
 }, { additionalProperties: false })
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
-  app.addHook('onRequest', app.authenticate)
-
   app.get('/', {
+    onRequest: [app.authenticate],
     schema: {
       tags: ['sessions'],
       summary: "The caller's active sessions, the current one marked",
@@ -41,6 +40,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.delete('/:id', {
+    onRequest: [app.authenticate],
     schema: {
       tags: ['sessions'],
       summary: 'Revoke one of the caller\'s sessions: its tokens die at once',

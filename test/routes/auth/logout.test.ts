@@ -114,3 +114,19 @@ t.test('sessions: list and revoke one', async t => {
   t.notOk(await works(app, phone), 'the revoked session dies at once')
   t.ok(await works(app, account.tokens))
 })
+
+t.test('an expired access token with a live refresh token still logs out', async t => {
+  const app = await build(t, { ACCESS_TOKEN_TTL: '1' })
+  const account = await register(app)
+  await new Promise(resolve => setTimeout(resolve, 2100))
+  const expired = await authed(app, account.tokens.accessToken, { url: '/profile' })
+  t.equal(expired.json().code, 'token_expired')
+
+  const res = await authed(app, account.tokens.accessToken, { method: 'POST', url: '/auth/logout', payload: { refreshToken: account.tokens.refreshToken, scope: 'local' } })
+  t.equal(res.statusCode, 204)
+  t.equal((await refresh(app, account.tokens.refreshToken)).statusCode, 400, 'the session is over')
+
+  const without = await authed(app, account.tokens.accessToken, { method: 'POST', url: '/auth/logout' })
+  t.equal(without.statusCode, 401, 'without a refresh token the expired access token is refused')
+  t.equal(without.json().code, 'token_expired')
+})

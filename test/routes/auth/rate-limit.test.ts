@@ -111,6 +111,21 @@ t.test('the global limit per IP', async t => {
     t.equal(forged.statusCode, 429)
   })
 
+  t.test('every protected route counts before authentication', async t => {
+    const routes = [
+      { method: 'GET', url: '/sessions' },
+      { method: 'DELETE', url: '/sessions/00000000-0000-4000-8000-000000000000' },
+      { method: 'PATCH', url: '/profile', payload: { name: 'x' } },
+      { method: 'POST', url: '/auth/password/change', payload: { currentPassword: 'x', newPassword: 'y' } }
+    ] as const
+    for (const [i, route] of routes.entries()) {
+      const remoteAddress = `10.0.3.${10 + i}`
+      const forged = { ...route, remoteAddress, headers: { authorization: 'Bearer a.b.c' } }
+      for (let n = 0; n < 3; n++) t.equal((await app.inject(forged)).statusCode, 401, `${route.method} ${route.url} ${n + 1}`)
+      t.equal((await app.inject(forged)).statusCode, 429, `${route.method} ${route.url} is limited`)
+    }
+  })
+
   t.test('an authenticated caller is limited too', async t => {
     const account = await register(app)
     for (let i = 0; i < 3; i++) {
