@@ -128,6 +128,14 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   for (const key of durationKeys) config[key] = seconds(parsed[key] as string)
   config.TRUST_PROXY = trustProxy(parsed.TRUST_PROXY)
   config.JWT_SECRET = resolveSecret(parsed)
+  // Without SMTP the one-time codes are written to the log: fine on a laptop, never in production.
+  if (parsed.NODE_ENV === 'production' && !parsed.SMTP_URL) {
+    throw new Error('SMTP_URL is required when NODE_ENV=production (without it, email codes would be written to the log)')
+  }
+  // setInterval cannot wait longer than 2^31 - 1 ms; past it the flush would run back to back.
+  if (config.FLUSH_EXPIRED_INTERVAL > 24 * 86400) {
+    throw new Error('FLUSH_EXPIRED_INTERVAL must be at most 24d (0 turns the periodic flush off)')
+  }
   return config
 }
 

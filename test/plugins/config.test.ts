@@ -87,6 +87,17 @@ t.test('production without JWT_SECRET refuses to start and names JWT_SECRET', as
   t.notOk(existsSync(join(dataDir, 'jwt-secret')), 'no secret is generated in production')
 })
 
+t.test('production without SMTP_URL refuses to start and names SMTP_URL (codes must never go to the log)', async t => {
+  await t.rejects(build(t, { NODE_ENV: 'production', SMTP_URL: undefined }), /SMTP_URL/)
+  const app = await build(t, { NODE_ENV: 'production', SMTP_URL: 'smtp://127.0.0.1:2525' })
+  t.equal(app.config.SMTP_URL, 'smtp://127.0.0.1:2525', 'with it, production starts')
+})
+
+t.test('FLUSH_EXPIRED_INTERVAL beyond what a timer can wait is refused', async t => {
+  await t.rejects(build(t, { FLUSH_EXPIRED_INTERVAL: '30d' }), /FLUSH_EXPIRED_INTERVAL/)
+  t.equal((await build(t, { FLUSH_EXPIRED_INTERVAL: '24d' })).config.FLUSH_EXPIRED_INTERVAL, 24 * 86400)
+})
+
 t.test('a JWT_SECRET shorter than 32 characters is refused without echoing it', async t => {
   const secret = 'x'.repeat(31)
   const err = await build(t, { JWT_SECRET: secret }).then(() => undefined, (err: Error) => err)
