@@ -1,4 +1,4 @@
-import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely'
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely'
 
 // Timestamps are read and written as Date; the defaulted ones may be left to the database.
 type Timestamp = Date
@@ -53,7 +53,6 @@ export interface Database {
 
 export type User = Selectable<UsersTable>
 export type NewUser = Insertable<UsersTable>
-export type UserUpdate = Updateable<UsersTable>
 export type Session = Selectable<SessionsTable>
 export type RefreshTokenRow = Selectable<RefreshTokensTable>
 

@@ -1,8 +1,6 @@
 import type { Kysely, Transaction } from 'kysely'
 import type { Database, EmailCode, EmailCodePurpose } from '../schema.js'
 
-type Db = Kysely<Database> | Transaction<Database>
-
 export interface NewEmailCode {
   userId: string
   purpose: EmailCodePurpose
@@ -12,7 +10,7 @@ export interface NewEmailCode {
 }
 
 /** When the account's last code for the purpose was created: the resend cooldown runs from it. */
-export async function lastCodeCreatedAt (db: Db, userId: string, purpose: EmailCodePurpose): Promise<Date | undefined> {
+export async function lastCodeCreatedAt (db: Kysely<Database>, userId: string, purpose: EmailCodePurpose): Promise<Date | undefined> {
   const row = await db.selectFrom('email_codes').select('created_at')
     .where('user_id', '=', userId)
     .where('purpose', '=', purpose)
@@ -23,7 +21,7 @@ export async function lastCodeCreatedAt (db: Db, userId: string, purpose: EmailC
 }
 
 /** Voids the account's usable code for the purpose, if any: a newer code replaces it. */
-export async function voidLiveCodes (db: Db, userId: string, purpose: EmailCodePurpose, at = new Date()): Promise<void> {
+export async function voidLiveCodes (db: Kysely<Database>, userId: string, purpose: EmailCodePurpose, at = new Date()): Promise<void> {
   await db.updateTable('email_codes').set({ voided_at: at })
     .where('user_id', '=', userId)
     .where('purpose', '=', purpose)
@@ -32,7 +30,7 @@ export async function voidLiveCodes (db: Db, userId: string, purpose: EmailCodeP
     .execute()
 }
 
-export function insertEmailCode (db: Db, code: NewEmailCode): Promise<EmailCode> {
+export function insertEmailCode (db: Kysely<Database>, code: NewEmailCode): Promise<EmailCode> {
   return db.insertInto('email_codes').values({
     user_id: code.userId,
     purpose: code.purpose,
@@ -43,12 +41,12 @@ export function insertEmailCode (db: Db, code: NewEmailCode): Promise<EmailCode>
 }
 
 /** Removes a code that never reached its owner (the mail failed), so it neither works nor holds the cooldown. */
-export async function deleteEmailCode (db: Db, id: string): Promise<void> {
+export async function deleteEmailCode (db: Kysely<Database>, id: string): Promise<void> {
   await db.deleteFrom('email_codes').where('id', '=', id).where('attempts', '=', 0).where('consumed_at', 'is', null).execute()
 }
 
 /** Drops the account's spent codes older than `before`: the table stays small without a sweeper. */
-export async function deleteSpentCodes (db: Db, userId: string, purpose: EmailCodePurpose, before: Date): Promise<void> {
+export async function deleteSpentCodes (db: Kysely<Database>, userId: string, purpose: EmailCodePurpose, before: Date): Promise<void> {
   await db.deleteFrom('email_codes')
     .where('user_id', '=', userId)
     .where('purpose', '=', purpose)
@@ -94,7 +92,7 @@ export async function insertFailure (trx: Transaction<Database>, userId: string,
 }
 
 /** Wrong codes of the account for the purpose since `since`, across every code. */
-export async function countFailuresSince (db: Db, userId: string, purpose: EmailCodePurpose, since: Date): Promise<number> {
+export async function countFailuresSince (db: Kysely<Database>, userId: string, purpose: EmailCodePurpose, since: Date): Promise<number> {
   const row = await db.selectFrom('email_code_failures')
     .select(eb => eb.fn.countAll<string>().as('count'))
     .where('user_id', '=', userId)
@@ -105,7 +103,7 @@ export async function countFailuresSince (db: Db, userId: string, purpose: Email
 }
 
 /** Drops the account's failures that left the window. */
-export async function deleteFailuresBefore (db: Db, userId: string, purpose: EmailCodePurpose, before: Date): Promise<void> {
+export async function deleteFailuresBefore (db: Kysely<Database>, userId: string, purpose: EmailCodePurpose, before: Date): Promise<void> {
   await db.deleteFrom('email_code_failures')
     .where('user_id', '=', userId)
     .where('purpose', '=', purpose)

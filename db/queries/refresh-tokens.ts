@@ -1,8 +1,6 @@
 import type { Kysely, Transaction } from 'kysely'
 import type { Database, RefreshTokenRow } from '../schema.js'
 
-type Db = Kysely<Database> | Transaction<Database>
-
 export interface NewRefreshToken {
   jti: string
   sessionId: string
@@ -12,7 +10,7 @@ export interface NewRefreshToken {
   exp: number
 }
 
-export async function insertRefreshToken (db: Db, token: NewRefreshToken): Promise<void> {
+export async function insertRefreshToken (db: Kysely<Database>, token: NewRefreshToken): Promise<void> {
   await db.insertInto('refresh_tokens').values({
     jti: token.jti,
     session_id: token.sessionId,
@@ -29,7 +27,7 @@ export function lockRefreshToken (trx: Transaction<Database>, jti: string): Prom
   return trx.selectFrom('refresh_tokens').selectAll().where('jti', '=', jti).forUpdate().executeTakeFirst()
 }
 
-export function findRefreshToken (db: Db, jti: string): Promise<RefreshTokenRow | undefined> {
+export function findRefreshToken (db: Kysely<Database>, jti: string): Promise<RefreshTokenRow | undefined> {
   return db.selectFrom('refresh_tokens').selectAll().where('jti', '=', jti).executeTakeFirst()
 }
 
@@ -41,7 +39,7 @@ export async function markRotated (trx: Transaction<Database>, jti: string, succ
 }
 
 /** Revokes every refresh token of one session that is still outstanding (the session itself stays open). */
-export async function revokeSessionRefreshTokens (db: Db, sessionId: string, at = new Date()): Promise<void> {
+export async function revokeSessionRefreshTokens (db: Kysely<Database>, sessionId: string, at = new Date()): Promise<void> {
   await db.updateTable('refresh_tokens').set({ revoked_at: at })
     .where('session_id', '=', sessionId)
     .where('revoked_at', 'is', null)

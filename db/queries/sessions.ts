@@ -1,7 +1,5 @@
-import type { Kysely, Transaction } from 'kysely'
+import type { Kysely } from 'kysely'
 import type { Database, Session } from '../schema.js'
-
-type Db = Kysely<Database> | Transaction<Database>
 
 export interface NewSession {
   userId: string
@@ -11,7 +9,7 @@ export interface NewSession {
   expiresAt: Date
 }
 
-export function insertSession (db: Db, session: NewSession): Promise<Session> {
+export function insertSession (db: Kysely<Database>, session: NewSession): Promise<Session> {
   return db.insertInto('sessions').values({
     user_id: session.userId,
     device_name: session.deviceName,
@@ -21,11 +19,11 @@ export function insertSession (db: Db, session: NewSession): Promise<Session> {
   }).returningAll().executeTakeFirstOrThrow()
 }
 
-export function findSession (db: Db, id: string): Promise<Session | undefined> {
+export function findSession (db: Kysely<Database>, id: string): Promise<Session | undefined> {
   return db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirst()
 }
 
-export function listActiveSessions (db: Db, userId: string): Promise<Session[]> {
+export function listActiveSessions (db: Kysely<Database>, userId: string): Promise<Session[]> {
   return db.selectFrom('sessions').selectAll()
     .where('user_id', '=', userId)
     .where('revoked_at', 'is', null)
@@ -35,7 +33,7 @@ export function listActiveSessions (db: Db, userId: string): Promise<Session[]> 
 }
 
 /** Revokes sessions of a user — all, one, or all but one — with their refresh tokens; returns the revoked ids. */
-export async function revokeSessions (db: Db, userId: string, which: { only?: string, except?: string } = {}): Promise<string[]> {
+export async function revokeSessions (db: Kysely<Database>, userId: string, which: { only?: string, except?: string } = {}): Promise<string[]> {
   const now = new Date()
   let query = db.updateTable('sessions').set({ revoked_at: now })
     .where('user_id', '=', userId)
@@ -52,7 +50,7 @@ export async function revokeSessions (db: Db, userId: string, which: { only?: st
   return ids
 }
 
-export async function touchSession (db: Db, id: string, expiresAt?: Date): Promise<void> {
+export async function touchSession (db: Kysely<Database>, id: string, expiresAt?: Date): Promise<void> {
   await db.updateTable('sessions')
     .set({ last_seen_at: new Date(), ...(expiresAt && { expires_at: expiresAt }) })
     .where('id', '=', id)

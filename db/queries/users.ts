@@ -1,21 +1,19 @@
 import type { Kysely, Transaction } from 'kysely'
 import type { Database, NewUser, User } from '../schema.js'
 
-type Db = Kysely<Database> | Transaction<Database>
-
 /** Emails are stored trimmed and lower-cased; every lookup goes through this. */
 export const normaliseEmail = (email: string) => email.trim().toLowerCase()
 
-export function findUserByEmail (db: Db, email: string): Promise<User | undefined> {
+export function findUserByEmail (db: Kysely<Database>, email: string): Promise<User | undefined> {
   return db.selectFrom('users').selectAll().where('email', '=', normaliseEmail(email)).executeTakeFirst()
 }
 
-export function findUserById (db: Db, id: string): Promise<User | undefined> {
+export function findUserById (db: Kysely<Database>, id: string): Promise<User | undefined> {
   return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst()
 }
 
 /** Inserts the user, or returns undefined when the email is taken (the unique index decides, not a prior read). */
-export function insertUser (db: Db, user: NewUser): Promise<User | undefined> {
+export function insertUser (db: Kysely<Database>, user: NewUser): Promise<User | undefined> {
   return db.insertInto('users')
     .values({ ...user, email: normaliseEmail(user.email) })
     .onConflict(oc => oc.column('email').doNothing())
@@ -24,7 +22,7 @@ export function insertUser (db: Db, user: NewUser): Promise<User | undefined> {
 }
 
 /** Every token of the user dies: their `ver` no longer matches. Returns the new version. */
-export async function bumpTokenVersion (db: Db, id: string): Promise<number | undefined> {
+export async function bumpTokenVersion (db: Kysely<Database>, id: string): Promise<number | undefined> {
   const row = await db.updateTable('users')
     .set(eb => ({ token_version: eb('token_version', '+', 1), updated_at: new Date() }))
     .where('id', '=', id)
@@ -33,7 +31,7 @@ export async function bumpTokenVersion (db: Db, id: string): Promise<number | un
   return row?.token_version
 }
 
-export async function touchLogin (db: Db, id: string): Promise<void> {
+export async function touchLogin (db: Kysely<Database>, id: string): Promise<void> {
   await db.updateTable('users').set({ last_login_at: new Date() }).where('id', '=', id).execute()
 }
 
@@ -44,17 +42,17 @@ export async function lockUser (trx: Transaction<Database>, id: string): Promise
 }
 
 /** Marks the email confirmed (the first confirmation's time is kept). */
-export async function markEmailVerified (db: Db, id: string, at = new Date()): Promise<void> {
+export async function markEmailVerified (db: Kysely<Database>, id: string, at = new Date()): Promise<void> {
   await db.updateTable('users')
     .set(eb => ({ email_verified_at: eb.fn.coalesce('email_verified_at', eb.val(at)), updated_at: at }))
     .where('id', '=', id)
     .execute()
 }
 
-export async function setPasswordHash (db: Db, id: string, passwordHash: string): Promise<void> {
+export async function setPasswordHash (db: Kysely<Database>, id: string, passwordHash: string): Promise<void> {
   await db.updateTable('users').set({ password_hash: passwordHash, updated_at: new Date() }).where('id', '=', id).execute()
 }
 
-export function updateProfile (db: Db, id: string, changes: { name: string | null }): Promise<User | undefined> {
+export function updateProfile (db: Kysely<Database>, id: string, changes: { name: string | null }): Promise<User | undefined> {
   return db.updateTable('users').set({ ...changes, updated_at: new Date() }).where('id', '=', id).returningAll().executeTakeFirst()
 }

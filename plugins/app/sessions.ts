@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import type { Kysely, Transaction } from 'kysely'
+import type { Kysely } from 'kysely'
 import type { Database, RefreshTokenRow, Session, User } from '../../db/schema.js'
 import { bumpTokenVersion, findUserById } from '../../db/queries/users.js'
 import { findSession, insertSession, revokeSessions, touchSession } from '../../db/queries/sessions.js'
@@ -9,7 +9,6 @@ import { AppError, type ErrorCode } from './errors.js'
 import type { Principal, RefreshClaims } from './tokens.js'
 import type { Tokens } from '../../openapi/components.js'
 
-type Db = Kysely<Database> | Transaction<Database>
 export type LogoutScope = 'global' | 'local' | 'others'
 
 export interface DeviceInfo {
@@ -51,7 +50,7 @@ function createSessions (app: FastifyInstance) {
   const { config, db, tokens, revocation } = app
 
   /** Opens a session for a user who just proved who they are; returns it with its first token pair. */
-  async function open (trx: Db, user: User, device: DeviceInfo): Promise<{ session: Session, tokens: Tokens }> {
+  async function open (trx: Kysely<Database>, user: User, device: DeviceInfo): Promise<{ session: Session, tokens: Tokens }> {
     const session = await insertSession(trx, {
       userId: user.id,
       deviceName: device.deviceName ?? deviceNameFrom(device.userAgent),

@@ -39,14 +39,9 @@ export type TokenKind = 'access' | 'refresh'
 const checkers = { access: TypeCompiler.Compile(AccessClaimsSchema), refresh: TypeCompiler.Compile(RefreshClaimsSchema) }
 const required = ['iss', 'aud', 'sub', 'sid', 'jti', 'iat', 'exp', 'ver', 'typ']
 
-// Every way fast-jwt can refuse a token, as the code a client sees.
-function reason (err: unknown): ErrorCode {
-  if (err instanceof TokenError) {
-    if (err.code === TokenError.codes.expired) return 'token_expired'
-    if (err.code === TokenError.codes.inactive) return 'token_invalid'
-  }
-  return 'token_invalid'
-}
+// Every way fast-jwt can refuse a token, as the code a client sees: expired, or invalid.
+const reason = (err: unknown): ErrorCode =>
+  err instanceof TokenError && err.code === TokenError.codes.expired ? 'token_expired' : 'token_invalid'
 
 const now = () => Math.floor(Date.now() / 1000)
 
@@ -132,7 +127,7 @@ function createTokens (app: FastifyInstance) {
     return { tokens: pair(user, sessionId, refresh), refresh }
   }
 
-  return { sign, verify, pair, issue, accessFor, refreshFor, decode: (token: string) => jwt.access.decode<Record<string, unknown>>(token) }
+  return { verify, pair, issue, decode: (token: string) => jwt.access.decode<Record<string, unknown>>(token) }
 }
 
 export type TokenService = ReturnType<typeof createTokens>
