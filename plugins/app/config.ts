@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import fp from 'fastify-plugin'
 import envSchema from 'env-schema'
@@ -109,14 +109,22 @@ function resolveSecret (env: Env): string {
   }
   const dir = resolve(env.DATA_DIR)
   const file = join(dir, 'jwt-secret')
-  try {
-    return readFileSync(file, 'utf8').trim()
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  if (!existsSync(file)) {
+    mkdirSync(dir, { recursive: true })
+    // Written whole under a private name, then linked into place, which fails if
+    // the file exists: of two first starts on one DATA_DIR, both read one secret.
+    const draft = `${file}.${process.pid}`
+    writeFileSync(draft, randomBytes(48).toString('base64url') + '\n', { mode: 0o600 })
+    try {
+      linkSync(draft, file)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    } finally {
+      unlinkSync(draft)
+    }
   }
-  mkdirSync(dir, { recursive: true })
-  const secret = randomBytes(48).toString('base64url')
-  writeFileSync(file, secret + '\n', { mode: 0o600, flag: 'wx' })
+  const secret = readFileSync(file, 'utf8').trim()
+  if (secret.length < 32) throw new Error(`${file} must hold a JWT secret of at least 32 characters; delete it to generate a new one`)
   return secret
 }
 
