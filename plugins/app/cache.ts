@@ -142,7 +142,15 @@ export function createRedisCache (client: Redis, subscriber: Redis, prefix: stri
   client.on('close', distrust)
   subscriber.on('close', distrust)
   client.on('ready', () => { if (!trusted) recover() })
-  subscriber.on('ready', () => { for (const handler of resetHandlers) handler() })
+  subscriber.on('ready', () => {
+    // Subscribed again here, with its failure handled: ioredis's own
+    // resubscription leaves an unhandled rejection when closed mid-way.
+    if (handlers.size > 0) {
+      subscriber.subscribe(...[...handlers.keys()].map(channel => prefix + channel))
+        .catch(err => log.warn({ err }, 'redis resubscribe failed'))
+    }
+    for (const handler of resetHandlers) handler()
+  })
   // Connection errors are retried by ioredis; they are reported through `healthy`.
   client.on('error', () => {})
   subscriber.on('error', () => {})
@@ -250,7 +258,7 @@ export default fp(async (app) => {
     app.log.warn('redis unreachable at start: serving from the database until it answers')
     app.decorate('redis', client as FastifyRedis)
   }
-  const subscriber = client.duplicate({ enableOfflineQueue: true, commandTimeout: undefined })
+  const subscriber = client.duplicate({ enableOfflineQueue: true, commandTimeout: undefined, autoResubscribe: false })
   app.decorate('cache', createRedisCache(client, subscriber, CACHE_PREFIX, app.log))
   app.addHook('onClose', async () => {
     subscriber.disconnect()
