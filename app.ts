@@ -43,7 +43,7 @@ const redact = [
   'mail.text', 'mail.html'
 ]
 
-export function loggerOptions (config: Config): FastifyServerOptions['logger'] {
+function loggerOptions (config: Config): FastifyServerOptions['logger'] {
   if (config.LOG_LEVEL === 'silent') return false
   return {
     level: config.LOG_LEVEL,

@@ -101,7 +101,7 @@ return 0`
 // A version outlives any load that could have read the one before it.
 const versionTtlSeconds = 3600
 
-export function createRedisCache (client: Redis, subscriber: Redis, prefix: string, log: FastifyBaseLogger): Cache {
+function createRedisCache (client: Redis, subscriber: Redis, prefix: string, log: FastifyBaseLogger): Cache {
   const namespace = `${prefix}c:`
   const handlers = new Map<string, Set<(message: string) => void>>()
   const resetHandlers = new Set<() => void>()

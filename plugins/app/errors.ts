@@ -55,7 +55,7 @@ const reasonPhrases: Record<number, string> = {
   503: 'Service Unavailable'
 }
 
-export function errorBody (code: ErrorCode, statusCode: number, message: string) {
+function errorBody (code: ErrorCode, statusCode: number, message: string) {
   return { statusCode, code, error: reasonPhrases[statusCode] ?? 'Error', message }
 }
 

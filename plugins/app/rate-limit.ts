@@ -18,6 +18,9 @@ const require = createRequire(import.meta.url)
 const RedisStore: StoreClass = require('@fastify/rate-limit/store/RedisStore.js')
 const LocalStore: StoreClass = require('@fastify/rate-limit/store/LocalStore.js')
 
+/** A route's `config` for a per-IP limit of `max` requests per `windowSeconds`. */
+export const perIp = (max: number, windowSeconds: number) => ({ rateLimit: { max, timeWindow: windowSeconds * 1000 } })
+
 export interface EmailLimit {
   /** Which limit: its counters are kept apart from every other. */
   name: string

@@ -17,7 +17,7 @@ export interface DeviceInfo {
   userAgent?: string
 }
 
-export const principal = (user: User): Principal => ({
+const principal = (user: User): Principal => ({
   id: user.id,
   role: user.role,
   emailVerified: user.email_verified_at !== null,
@@ -25,7 +25,7 @@ export const principal = (user: User): Principal => ({
 })
 
 // "Firefox on Linux" from a User-Agent, for people reading their session list.
-export function deviceNameFrom (userAgent: string | undefined): string | null {
+function deviceNameFrom (userAgent: string | undefined): string | null {
   if (!userAgent) return null
   const browser = [['Edg/', 'Edge'], ['OPR/', 'Opera'], ['Firefox/', 'Firefox'], ['Chrome/', 'Chrome'], ['Safari/', 'Safari']]
     .find(([token]) => userAgent.includes(token))?.[1]

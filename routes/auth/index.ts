@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { AppError } from '../../plugins/app/errors.js'
 import { bearerToken } from '../../plugins/app/authenticate.js'
+import { perIp } from '../../plugins/app/rate-limit.js'
 import { findUserByEmail, insertUser, normaliseEmail, touchLogin } from '../../db/queries/users.js'
 import { userView } from '../../openapi/components.js'
 import {
@@ -28,8 +29,6 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     const claims = await app.sessions.check(refreshToken)
     return { userId: claims.sub, sessionId: claims.sid }
   }
-
-  const perIp = (max: number, windowSeconds: number) => ({ rateLimit: { max, timeWindow: windowSeconds * 1000 } })
 
   app.post('/register', {
     config: perIp(config.RATE_LIMIT_REGISTER_IP_MAX, config.RATE_LIMIT_REGISTER_IP_WINDOW),

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { perIp } from '../../../plugins/app/rate-limit.js'
 import { findUserByEmail, markEmailVerified } from '../../../db/queries/users.js'
 import { ResendBody, VerifyEmailBody, resendResponses, verifyResponses } from './schemas.js'
 
@@ -8,7 +9,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
 
   app.post('/verify', {
-    config: { rateLimit: { max: config.RATE_LIMIT_VERIFY_IP_MAX, timeWindow: config.RATE_LIMIT_VERIFY_IP_WINDOW * 1000 } },
+    config: perIp(config.RATE_LIMIT_VERIFY_IP_MAX, config.RATE_LIMIT_VERIFY_IP_WINDOW),
     schema: {
       tags: ['auth'],
       summary: 'Confirm the email address with the code mailed to it',

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { perIp } from '../../../plugins/app/rate-limit.js'
 import { bumpTokenVersion, findUserByEmail, findUserById, markEmailVerified, setPasswordHash } from '../../../db/queries/users.js'
 import { findSession, revokeSessions } from '../../../db/queries/sessions.js'
 import { revokeSessionRefreshTokens } from '../../../db/queries/refresh-tokens.js'
@@ -29,7 +30,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post('/reset', {
     // A code is guessed here as on /auth/email/verify: the same per-IP limit.
-    config: { rateLimit: { max: config.RATE_LIMIT_VERIFY_IP_MAX, timeWindow: config.RATE_LIMIT_VERIFY_IP_WINDOW * 1000 } },
+    config: perIp(config.RATE_LIMIT_VERIFY_IP_MAX, config.RATE_LIMIT_VERIFY_IP_WINDOW),
     schema: {
       tags: ['auth'],
       summary: 'Set a new password with a mailed reset code; every session ends',
