@@ -5,7 +5,7 @@ import autoload from '@fastify/autoload'
 import fp from 'fastify-plugin'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { PGlite } from '@electric-sql/pglite'
-import configPlugin, { loadConfig, type Config } from './plugins/app/config.js'
+import configPlugin, { loadConfig, type Config } from './config.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
@@ -18,7 +18,13 @@ export interface AppOptions {
   pglite?: PGlite
 }
 
-/** The whole service as one plugin: ecosystem plugins, our decorators, then the routes. */
+/**
+ * The whole service as one plugin, in layers: configuration, ecosystem
+ * plugins, our adapters to backends (infra), the domain services (app), then
+ * the routes. Each layer is its own autoload step, so a plugin that names a
+ * dependency from a later layer fails the boot: infrastructure cannot depend
+ * on domain code.
+ */
 export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   // The API takes JSON only: a text/plain body is refused with 415, as every
   // other type is, instead of reaching validation as a string.
@@ -26,7 +32,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   // Everything reads the configuration, the ecosystem plugins too: it comes first.
   await fastify.register(configPlugin, opts)
   await fastify.register(autoload, { dir: path.join(here, 'plugins/external'), options: opts })
-  await fastify.register(autoload, { dir: path.join(here, 'plugins/app'), options: opts, ignorePattern: /^config\./ })
+  await fastify.register(autoload, { dir: path.join(here, 'plugins/infra'), options: opts })
+  await fastify.register(autoload, { dir: path.join(here, 'plugins/app'), options: opts })
   await fastify.register(autoload, {
     dir: path.join(here, 'routes'),
     options: opts,

@@ -1,5 +1,5 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
-import { errorCodes } from '../plugins/app/errors.js'
+import { errorCodes } from '../plugins/infra/errors.js'
 import type { User } from '../db/schema.js'
 
 // Shared schemas: registered once with `addSchema`, referenced by `$id`, and

@@ -1,6 +1,6 @@
-import { loadConfig } from '../plugins/app/config.js'
-import { createDatabase } from '../plugins/app/db.js'
-import { flushExpired } from '../db/flush-expired.js'
+import { loadConfig } from '../config.js'
+import { createDatabase } from '../plugins/infra/db.js'
+import { flushExpired } from '../db/retention.js'
 
 const db = createDatabase(loadConfig(process.env, true))
 try {

@@ -1,5 +1,5 @@
-import { loadConfig } from '../plugins/app/config.js'
-import { createDatabase } from '../plugins/app/db.js'
+import { loadConfig } from '../config.js'
+import { createDatabase } from '../plugins/infra/db.js'
 import { migrateToLatest } from '../db/migrate.js'
 
 const db = createDatabase(loadConfig(process.env, true))

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
-import { AppError } from '../../plugins/app/errors.js'
-import { bearerToken } from '../../plugins/app/authenticate.js'
-import { perIp } from '../../plugins/app/rate-limit.js'
+import { AppError } from '../../plugins/infra/errors.js'
+import { bearerToken } from '../../plugins/app/sessions/authenticate.js'
+import { perIp } from '../../plugins/infra/rate-limit.js'
 import { findUserByEmail, insertUser, normaliseEmail, touchLogin } from '../../db/queries/users.js'
 import { userView } from '../../openapi/components.js'
 import {

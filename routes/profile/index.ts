@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { LabelRef, UserRef, errors, userView } from '../../openapi/components.js'
 import { updateProfile } from '../../db/queries/users.js'
-import { AppError } from '../../plugins/app/errors.js'
+import { AppError } from '../../plugins/infra/errors.js'
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/', {
@@ -16,7 +16,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     // The state authenticate has just read (cached, invalidated on every change): no query on this hot path.
-    const state = await app.revocation.user(request.user.id)
+    const state = await app.authState.user(request.user.id)
     if (!state) throw new AppError('token_revoked')
     const { id, role, emailVerified } = request.user
     return { id, email: state.email, name: state.name, role, emailVerified, createdAt: state.createdAt }
@@ -39,7 +39,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     const user = await updateProfile(app.db, request.user.id, { name: request.body.name })
     if (!user) throw new AppError('token_revoked')
     // The cached user state carries the profile too.
-    await app.revocation.invalidate({ users: [user.id] })
+    await app.authState.invalidate({ users: [user.id] })
     return userView(user)
   })
 }

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { sql } from 'kysely'
 import { errors } from '../../openapi/components.js'
-import { AppError } from '../../plugins/app/errors.js'
+import { AppError } from '../../plugins/infra/errors.js'
 
 // A readiness probe must answer quickly even when a backend hangs.
 function within<T> (ms: number, promise: Promise<T>): Promise<T> {

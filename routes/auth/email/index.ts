@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { perIp } from '../../../plugins/app/rate-limit.js'
+import { perIp } from '../../../plugins/infra/rate-limit.js'
 import { findUserByEmail, markEmailVerified } from '../../../db/queries/users.js'
 import { ResendBody, VerifyEmailBody, resendResponses, verifyResponses } from './schemas.js'
 
@@ -23,7 +23,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     const { email, code } = request.body
     const { user } = await app.emailCodes.consume(email, 'verify_email', code, (trx, user) => markEmailVerified(trx, user.id))
     // The authenticate hook reads verification from the cached state: drop it everywhere.
-    await app.revocation.invalidate({ users: [user.id] })
+    await app.authState.invalidate({ users: [user.id] })
     return { emailVerified: true as const }
   })
 

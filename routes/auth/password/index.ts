@@ -1,9 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { perIp } from '../../../plugins/app/rate-limit.js'
+import { perIp } from '../../../plugins/infra/rate-limit.js'
 import { bumpTokenVersion, findUserByEmail, findUserById, markEmailVerified, setPasswordHash } from '../../../db/queries/users.js'
 import { findSession, revokeSessions } from '../../../db/queries/sessions.js'
 import { revokeSessionRefreshTokens } from '../../../db/queries/refresh-tokens.js'
-import { AppError } from '../../../plugins/app/errors.js'
+import { AppError } from '../../../plugins/infra/errors.js'
 import { ChangeBody, ForgotBody, ResetBody, changeResponses, forgotResponses, resetResponses } from './schemas.js'
 
 const mailed = 'If an account exists for this email, a reset code is on its way.'
@@ -50,7 +50,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       await bumpTokenVersion(trx, user.id)
       return await revokeSessions(trx, user.id)
     })
-    await app.revocation.invalidate({ users: [user.id], sessions: ended })
+    await app.authState.invalidate({ users: [user.id], sessions: ended })
     reply.code(204)
   })
 
@@ -86,7 +86,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       const issued = await app.tokens.issue(trx, { ...caller, tokenVersion: version }, caller.sessionId)
       return { tokens: issued.tokens, ended }
     })
-    await app.revocation.invalidate({ users: [caller.id], sessions: ended })
+    await app.authState.invalidate({ users: [caller.id], sessions: ended })
     return { tokens }
   })
 }

@@ -69,7 +69,7 @@ t.test('POST /auth/token/verify', async t => {
     const account = await register(app)
     await app.db.updateTable('users').set({ disabled_at: new Date() }).where('id', '=', account.id).execute()
     // The state is cached; a real disabling goes through the admin route, which invalidates it.
-    await app.revocation.invalidate({ users: [account.id] })
+    await app.authState.invalidate({ users: [account.id] })
     for (const token of [account.tokens.accessToken, account.tokens.refreshToken]) {
       const res = await verify(app, { token })
       t.equal(res.statusCode, 401)

@@ -2,14 +2,14 @@ import { createHmac, hkdfSync, randomInt, timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { Transaction } from 'kysely'
-import type { Database, EmailCodePurpose, User } from '../../db/schema.js'
-import { findUserByEmail, lockUser } from '../../db/queries/users.js'
+import type { Database, EmailCodePurpose, User } from '../../../db/schema.js'
+import { findUserByEmail, lockUser } from '../../../db/queries/users.js'
 import {
   countFailuresSince, deleteEmailCode, deleteFailuresBefore, deleteSpentCodes, insertEmailCode, insertFailure,
   lastCodeCreatedAt, lockLiveCode, markConsumed, recordWrongAttempt, voidLiveCodes
-} from '../../db/queries/email-codes.js'
-import { AppError } from './errors.js'
-import type { Mail } from './mailer.js'
+} from '../../../db/queries/email-codes.js'
+import { AppError } from '../../infra/errors.js'
+import type { Mail } from '../../infra/mailer.js'
 
 const day = 24 * 60 * 60 * 1000
 

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { flushExpired } from '../../db/flush-expired.js'
+import { flushExpired } from '../../db/retention.js'
 
 // Expired refresh tokens and sessions are deleted every FLUSH_EXPIRED_INTERVAL
 // (0 turns it off; `npm run flush-expired` does the same on demand).
@@ -18,4 +18,4 @@ export default fp(async (app) => {
     clearInterval(timer)
     await running
   })
-}, { name: 'cleanup', dependencies: ['config', 'db'] })
+}, { name: 'jobs', dependencies: ['config', 'db'] })

@@ -6,11 +6,11 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { sql } from 'kysely'
-import { buildApp } from '../../app.js'
-import { migrateToLatest } from '../../db/migrate.js'
-import { build, realBackends, testEnv, uniqueEmail } from '../helper.js'
+import { buildApp } from '../../../app.js'
+import { migrateToLatest } from '../../../db/migrate.js'
+import { build, realBackends, testEnv, uniqueEmail } from '../../helper.js'
 
-const root = fileURLToPath(new URL('../..', import.meta.url))
+const root = fileURLToPath(new URL('../../..', import.meta.url))
 const migrationNames = readdirSync(join(root, 'db/migrations')).filter(f => f.endsWith('.ts')).map(f => f.replace(/\.ts$/, '')).sort()
 const backend = realBackends ? 'PostgreSQL' : 'the embedded database'
 

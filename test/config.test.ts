@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { EnvSchema, loadConfig } from '../../plugins/app/config.js'
-import { build, testEnv } from '../helper.js'
+import { EnvSchema, loadConfig } from '../config.js'
+import { build, testEnv } from './helper.js'
 
 const tempDir = () => mkdtempSync(join(tmpdir(), 'latchkey-config-'))
 
@@ -124,7 +124,7 @@ t.test('outside production a secret is generated once in DATA_DIR (mode 0600) an
 })
 
 t.test('.env.example lists every variable with its default', async t => {
-  const file = fileURLToPath(new URL('../../.env.example', import.meta.url))
+  const file = fileURLToPath(new URL('../.env.example', import.meta.url))
   const documented = new Map<string, { value: string, commented: boolean }>()
   for (const line of readFileSync(file, 'utf8').split('\n')) {
     const match = /^(# )?([A-Z][A-Z0-9_]*)=(.*)$/.exec(line)

@@ -1,13 +1,13 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { Kysely } from 'kysely'
-import type { Database, RefreshTokenRow, Session, User } from '../../db/schema.js'
-import { bumpTokenVersion, findUserById } from '../../db/queries/users.js'
-import { findSession, insertSession, revokeSessions, touchSession } from '../../db/queries/sessions.js'
-import { findRefreshToken, lockRefreshToken, markRotated } from '../../db/queries/refresh-tokens.js'
-import { AppError, type ErrorCode } from './errors.js'
-import type { Principal, RefreshClaims } from './tokens.js'
-import type { Tokens } from '../../openapi/components.js'
+import type { Database, RefreshTokenRow, Session, User } from '../../../db/schema.js'
+import { bumpTokenVersion, findUserById } from '../../../db/queries/users.js'
+import { findSession, insertSession, revokeSessions, touchSession } from '../../../db/queries/sessions.js'
+import { findRefreshToken, lockRefreshToken, markRotated } from '../../../db/queries/refresh-tokens.js'
+import { AppError, type ErrorCode } from '../../infra/errors.js'
+import type { Principal, RefreshClaims } from '../tokens/tokens.js'
+import type { Tokens } from '../../../openapi/components.js'
 
 export type LogoutScope = 'global' | 'local' | 'others'
 
@@ -47,7 +47,7 @@ function refreshProblem (claims: RefreshClaims, row: RefreshTokenRow | undefined
 }
 
 function createSessions (app: FastifyInstance) {
-  const { config, db, tokens, revocation } = app
+  const { config, db, tokens, authState } = app
 
   /** Opens a session for a user who just proved who they are; returns it with its first token pair. */
   async function open (trx: Kysely<Database>, user: User, device: DeviceInfo): Promise<{ session: Session, tokens: Tokens }> {
@@ -111,7 +111,7 @@ function createSessions (app: FastifyInstance) {
     if ('problem' in outcome) {
       if (outcome.problem === 'refresh_reused') {
         app.log.warn({ userId: claims.sub, sessionId: claims.sid }, 'refresh token reused: session revoked')
-        await revocation.invalidate({ sessions: [claims.sid] })
+        await authState.invalidate({ sessions: [claims.sid] })
       }
       throw new AppError(outcome.problem, { statusCode: 400 })
     }
@@ -137,7 +137,7 @@ function createSessions (app: FastifyInstance) {
       const which = scope === 'local' ? { only: sessionId } : scope === 'others' ? { except: sessionId } : {}
       return await revokeSessions(trx, userId, which)
     })
-    await revocation.invalidate({ users: scope === 'global' ? [userId] : [], sessions: changed })
+    await authState.invalidate({ users: scope === 'global' ? [userId] : [], sessions: changed })
   }
 
   return { open, rotate, check, end }
@@ -151,4 +151,4 @@ declare module 'fastify' {
 
 export default fp(async (app) => {
   app.decorate('sessions', createSessions(app))
-}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'revocation'] })
+}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'auth-state'] })

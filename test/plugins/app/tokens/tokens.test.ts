@@ -1,6 +1,6 @@
 import { createHmac, randomUUID } from 'node:crypto'
 import t from 'tap'
-import { authed, build, refresh, register, testEnv, type App } from '../helper.js'
+import { authed, build, refresh, register, testEnv, type App } from '../../../helper.js'
 
 // Forged tokens are built here, with node:crypto, never with the code under test.
 const secret = testEnv().JWT_SECRET as string

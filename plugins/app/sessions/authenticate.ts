@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
-import { AppError } from './errors.js'
-import type { AccessClaims } from './tokens.js'
-import type { User } from '../../db/schema.js'
+import { AppError } from '../../infra/errors.js'
+import type { AccessClaims } from '../tokens/tokens.js'
+import type { User } from '../../../db/schema.js'
 
 export interface RequestUser {
   id: string
@@ -44,7 +44,7 @@ export default fp(async (app) => {
   app.decorateRequest('user', null as unknown as RequestUser)
 
   app.decorate('principalOf', async (claims: AccessClaims) => {
-    const [user, session] = await Promise.all([app.revocation.user(claims.sub), app.revocation.session(claims.sid)])
+    const [user, session] = await Promise.all([app.authState.user(claims.sub), app.authState.session(claims.sid)])
     if (!user || !session || session.revoked || session.userId !== claims.sub || user.tokenVersion !== claims.ver) {
       throw new AppError('token_revoked')
     }
@@ -66,4 +66,4 @@ export default fp(async (app) => {
   app.decorate('requireRole', (role: User['role']) => async (request: FastifyRequest) => {
     if (request.user?.role !== role) throw new AppError('forbidden')
   })
-}, { name: 'authenticate', dependencies: ['tokens', 'revocation'] })
+}, { name: 'authenticate', dependencies: ['tokens', 'auth-state'] })

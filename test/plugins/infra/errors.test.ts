@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { Type } from '@sinclair/typebox'
-import { AppError, errorCodes } from '../../plugins/app/errors.js'
-import { build } from '../helper.js'
+import { AppError, errorCodes } from '../../../plugins/infra/errors.js'
+import { build } from '../../helper.js'
 
 /** The app plus a few routes of its own, registered before it is ready, as a route folder would. */
 async function appWithRoutes (t: Test) {

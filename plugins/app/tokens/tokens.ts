@@ -6,10 +6,10 @@ import { TokenError } from 'fast-jwt'
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { Kysely, Transaction } from 'kysely'
-import type { Database, User } from '../../db/schema.js'
-import { insertRefreshToken } from '../../db/queries/refresh-tokens.js'
-import { AppError, type ErrorCode } from './errors.js'
-import type { Tokens } from '../../openapi/components.js'
+import type { Database, User } from '../../../db/schema.js'
+import { insertRefreshToken } from '../../../db/queries/refresh-tokens.js'
+import { AppError, type ErrorCode } from '../../infra/errors.js'
+import type { Tokens } from '../../../openapi/components.js'
 
 const Uuid = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' })
 const Seconds = Type.Integer({ minimum: 0 })

@@ -1,8 +1,8 @@
 import t from 'tap'
 import { sql } from 'kysely'
-import { codeMail, lifetime } from '../../plugins/app/email-codes.js'
-import { AppError } from '../../plugins/app/errors.js'
-import { build, lastCode, register, startSmtp, uniqueEmail, type App } from '../helper.js'
+import { codeMail, lifetime } from '../../../../plugins/app/accounts/email-codes.js'
+import { AppError } from '../../../../plugins/infra/errors.js'
+import { build, lastCode, register, startSmtp, uniqueEmail, type App } from '../../../helper.js'
 
 const userRow = (app: App, email: string) => app.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirstOrThrow()
 

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
-import { flushExpired } from '../../db/flush-expired.js'
-import { build, login, refresh, register, type App } from '../helper.js'
+import { flushExpired } from '../../../db/retention.js'
+import { build, login, refresh, register, type App } from '../../helper.js'
 
 async function expire (app: App, userId: string) {
   const past = new Date(Date.now() - 1000)

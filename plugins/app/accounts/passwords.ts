@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { hash, verify } from '@node-rs/argon2'
-import { AppError } from './errors.js'
+import { AppError } from '../../infra/errors.js'
 
 // argon2id with the binding's defaults (m=19456 KiB, t=2, p=1): OWASP's minimum.
 const algorithm = 2 // Algorithm.Argon2id; the const enum is not importable under isolatedModules

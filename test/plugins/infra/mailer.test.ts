@@ -2,8 +2,8 @@ import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { SMTPServer } from 'smtp-server'
 import { simpleParser, type ParsedMail } from 'mailparser'
-import type { Mail } from '../../plugins/app/mailer.js'
-import { build } from '../helper.js'
+import type { Mail } from '../../../plugins/infra/mailer.js'
+import { build } from '../../helper.js'
 
 /** A real SMTP server on an ephemeral port; `refuseRecipient` makes it answer 550 to that address. */
 async function smtpServer (t: Test, refuseRecipient?: string) {

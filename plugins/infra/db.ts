@@ -6,7 +6,7 @@ import { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
 import type { Database } from '../../db/schema.js'
 import { migrateToLatest } from '../../db/migrate.js'
-import type { Config } from './config.js'
+import type { Config } from '../../config.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

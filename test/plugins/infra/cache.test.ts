@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
-import { createMemoryCache, type Cache } from '../../plugins/app/cache.js'
-import { build } from '../helper.js'
+import { createMemoryCache, type Cache } from '../../../plugins/infra/cache.js'
+import { build } from '../../helper.js'
 
 const redisUrl = process.env.REDIS_URL
 const skipRedis = redisUrl ? false : 'REDIS_URL is not set: the Redis backend is tested in the real-backend run'

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { User } from '../../db/schema.js'
+import type { User } from '../../../db/schema.js'
 
 /** What the authenticate hook needs to know about a user, fresh, and the profile it serves without a query. */
 export interface UserState {
@@ -25,7 +25,7 @@ export interface Changed {
 
 declare module 'fastify' {
   interface FastifyInstance {
-    revocation: {
+    authState: {
       user (id: string): Promise<UserState | null>
       session (id: string): Promise<SessionState | null>
       /** After a committed change to users or sessions: drop every cached copy, here and on every instance. */
@@ -93,7 +93,7 @@ export default fp(async (app) => {
     return value
   }
 
-  app.decorate('revocation', {
+  app.decorate('authState', {
     user: (id: string) => read<UserState>(`user:${id}`, async () => {
       const row = await db.selectFrom('users')
         .select(['token_version', 'role', 'email_verified_at', 'disabled_at', 'email', 'name', 'created_at'])
@@ -126,4 +126,4 @@ export default fp(async (app) => {
       await cache.publish(channel, keys.join(' '))
     }
   })
-}, { name: 'revocation', dependencies: ['config', 'db', 'cache'] })
+}, { name: 'auth-state', dependencies: ['config', 'db', 'cache'] })
