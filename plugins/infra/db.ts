@@ -1,16 +1,26 @@
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
-import { Kysely, PGliteDialect, PostgresDialect } from 'kysely'
+import type { FastifyBaseLogger } from 'fastify'
+import { Kysely, PGliteDialect, PostgresDialect, type Transaction } from 'kysely'
 import { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
 import type { Database } from '../../db/schema.js'
 import { migrateToLatest } from '../../db/migrate.js'
 import type { Config } from '../../config.js'
+import { AppError } from './errors.js'
+
+/** Queues work to run once the transaction has committed; after a rollback it never runs. */
+export type AfterCommit = (hook: () => unknown) => void
+export type Work<T> = (trx: Transaction<Database>, afterCommit: AfterCommit) => Promise<T>
+export type Transact = <T>(work: Work<T>) => Promise<T>
 
 declare module 'fastify' {
   interface FastifyInstance {
     db: Kysely<Database>
+    /** Runs `work` in one transaction, retried whole on a deadlock or serialisation failure; its `afterCommit` hooks run after COMMIT. */
+    transaction: Transact
   }
 }
 
@@ -55,9 +65,71 @@ export function createDatabase (config: Config, pglite?: PGlite): Kysely<Databas
   return new Kysely<Database>({ dialect: new PGliteDialect({ pglite: () => new PGlite(dataDir) }) })
 }
 
+// Deadlock, serialisation failure: PostgreSQL rolled the transaction back and
+// running it again from the start is the documented remedy.
+const retryable = new Set(['40P01', '40001'])
+
+export interface TransactionOptions {
+  /** Runs after the first try, so at most 1 + retries runs in all. */
+  retries?: number
+  /** The longest pause before the last retry; each pause is random up to its bound (jitter). */
+  maxDelayMs?: number
+}
+
+const codeOf = (err: unknown) => (err as { code?: unknown } | null)?.code
+
+export function createTransaction (db: Kysely<Database>, log: FastifyBaseLogger, options: TransactionOptions = {}): Transact {
+  const { retries = 4, maxDelayMs = 100 } = options
+  return async function transaction<T> (work: Work<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const hooks: Array<() => unknown> = []
+      // What the work itself threw: when ROLLBACK fails too (the connection is
+      // gone), Kysely throws the rollback's error and this is the one that says why.
+      let thrown: { err: unknown } | undefined
+      let result: T
+      try {
+        result = await db.transaction().execute(async trx => {
+          try {
+            return await work(trx, hook => { hooks.push(hook) })
+          } catch (err) {
+            thrown = { err }
+            throw err
+          }
+        })
+      } catch (err) {
+        const cause = thrown?.err ?? err
+        if (cause instanceof AppError) throw cause
+        if (retryable.has(codeOf(cause) as string) || retryable.has(codeOf(err) as string)) {
+          if (attempt < retries) {
+            log.warn({ err: cause, attempt: attempt + 1 }, 'transaction retried')
+            await sleep(Math.random() * maxDelayMs * 2 ** (attempt + 1 - retries))
+            continue
+          }
+          log.error({ err: cause, attempts: attempt + 1 }, 'transaction failed after retries')
+          throw new AppError('service_unavailable', { cause })
+        }
+        if (thrown !== undefined && err !== thrown.err) {
+          log.error({ err: cause, rollbackError: err }, 'transaction failed and its rollback too: connection lost')
+          throw new AppError('service_unavailable', { cause })
+        }
+        throw err
+      }
+      for (const hook of hooks) {
+        try {
+          await hook()
+        } catch (err) {
+          log.error({ err }, 'after-commit hook failed')
+        }
+      }
+      return result
+    }
+  }
+}
+
 export default fp<DbOptions>(async (app, opts) => {
   const db = createDatabase(app.config, opts.pglite)
   app.decorate('db', db)
+  app.decorate('transaction', createTransaction(db, app.log))
   app.addHook('onClose', async () => { await db.destroy() })
   if (app.config.MIGRATE_ON_START) {
     const applied = await migrateToLatest(db)

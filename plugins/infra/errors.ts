@@ -80,7 +80,7 @@ const unavailableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'ET
 function isUnavailable (err: FastifyError): boolean {
   const code = err.code ?? (err.cause as FastifyError | undefined)?.code
   return (code !== undefined && unavailableCodes.has(code)) ||
-    /Connection terminated|timeout exceeded when trying to connect|PGlite is closed/i.test(err.message)
+    /Connection terminated|timeout exceeded when trying to connect|not queryable|PGlite is closed/i.test(err.message)
 }
 
 function send (reply: FastifyReply, code: ErrorCode, statusCode: number, message: string) {
@@ -88,6 +88,8 @@ function send (reply: FastifyReply, code: ErrorCode, statusCode: number, message
     const sent = reply.request.headers.authorization !== undefined
     reply.header('www-authenticate', sent ? 'Bearer realm="latchkey", error="invalid_token"' : 'Bearer realm="latchkey"')
   }
+  // Every 503 is "come back shortly", whoever raised it.
+  if (statusCode === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', '5')
   return reply.code(statusCode).send(errorBody(code, statusCode, message))
 }
 
@@ -112,7 +114,6 @@ export default fp(async (app) => {
     }
     if (isUnavailable(err)) {
       request.log.error({ err }, 'backend unavailable')
-      reply.header('retry-after', '5')
       return send(reply, 'service_unavailable', 503, errorCodes.service_unavailable[1])
     }
     if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {

@@ -89,3 +89,94 @@ t.test('embedded on disk: `npm run migrate` creates the schema, and rows and the
   t.same(row, { email }, 'the row survived the restart')
   t.equal(second.config.JWT_SECRET, secret, 'the same generated secret is used')
 })
+
+// PostgreSQL's own error, raised on purpose: the driver, Kysely and the helper see exactly what a real one looks like.
+const raise = (code: 'deadlock_detected' | 'serialization_failure') =>
+  sql`do $$ begin raise exception 'injected' using errcode = ${sql.raw(`'${code}'`)}; end $$`
+
+t.test(`on ${backend}, afterCommit hooks run once the transaction has committed`, async t => {
+  const app = await build(t)
+  const email = uniqueEmail('after-commit')
+  let seen: unknown
+  await app.transaction(async (trx, afterCommit) => {
+    await trx.insertInto('users').values(newUser(email)).execute()
+    // Outside the transaction: only a committed row is visible here (on the embedded database it would wait forever).
+    afterCommit(async () => { seen = await app.db.selectFrom('users').select('email').where('email', '=', email).executeTakeFirst() })
+  })
+  t.same(seen, { email }, 'the hook ran, and saw the committed row')
+})
+
+t.test(`on ${backend}, an afterCommit hook never runs after a rollback`, async t => {
+  const app = await build(t)
+  const email = uniqueEmail('rolled-back')
+  let ran = false
+  await t.rejects(app.transaction(async (trx, afterCommit) => {
+    await trx.insertInto('users').values(newUser(email)).execute()
+    afterCommit(() => { ran = true })
+    throw new Error('boom')
+  }), /boom/)
+  t.equal(ran, false, 'the hook queued before the failure did not run')
+  t.equal(await app.db.selectFrom('users').select('id').where('email', '=', email).executeTakeFirst(), undefined, 'nothing written')
+})
+
+t.test(`on ${backend}, a deadlock is retried from the start: one result, the failed try's hooks dropped`, async t => {
+  const app = await build(t)
+  const email = uniqueEmail('retried')
+  const tries: number[] = []
+  const hooks: number[] = []
+  const result = await app.transaction(async (trx, afterCommit) => {
+    const attempt = tries.push(tries.length + 1)
+    await trx.insertInto('users').values(newUser(email)).execute()
+    afterCommit(() => { hooks.push(attempt) })
+    if (attempt === 1) await raise('deadlock_detected').execute(trx)
+    return `done on try ${attempt}`
+  })
+  t.equal(result, 'done on try 2')
+  t.same(tries, [1, 2], 'run twice')
+  t.same(hooks, [2], "only the committed try's hook ran")
+  const rows = await app.db.selectFrom('users').select('id').where('email', '=', email).execute()
+  t.equal(rows.length, 1, 'the rolled-back try left nothing')
+})
+
+t.test(`on ${backend}, past the retry bound the answer is 503 service_unavailable, and the log keeps PostgreSQL's code`, async t => {
+  const app = await build(t)
+  const logged: unknown[][] = []
+  const error = app.log.error.bind(app.log)
+  app.log.error = ((...args: unknown[]) => { logged.push(args); return error(...(args as [object])) }) as typeof app.log.error
+  let tries = 0
+  let ran = false
+  await t.rejects(app.transaction(async (trx, afterCommit) => {
+    tries++
+    afterCommit(() => { ran = true })
+    await raise('serialization_failure').execute(trx)
+  }), { code: 'service_unavailable', statusCode: 503 })
+  t.equal(tries, 5, 'the first try and 4 retries')
+  t.equal(ran, false, 'no hook ran')
+  const entry = logged.find(([, message]) => message === 'transaction failed after retries')
+  t.equal((entry?.[0] as { err?: { code?: string } } | undefined)?.err?.code, '40001')
+})
+
+t.test('on PostgreSQL, a real deadlock between two transactions: both succeed, one of them retried', {
+  skip: realBackends ? false : 'needs PostgreSQL: the embedded database runs one transaction at a time'
+}, async t => {
+  const app = await build(t)
+  const [a, b] = await Promise.all([newUser(), newUser()].map(u => app.db.insertInto('users').values(u).returning('id').executeTakeFirstOrThrow()))
+  // Each holds its first row before either asks for its second: a barrier, not a sleep.
+  const holding = (): { reached: Promise<void>, done: () => void } => {
+    let done!: () => void
+    return { reached: new Promise<void>(resolve => { done = resolve }), done }
+  }
+  const first = holding()
+  const second = holding()
+  let tries = 0
+  const cross = (mine: string, theirs: string, me: typeof first, other: typeof first) => app.transaction(async trx => {
+    tries++
+    await trx.updateTable('users').set({ name: 'x' }).where('id', '=', mine).execute()
+    me.done()
+    await other.reached
+    await trx.updateTable('users').set({ name: 'y' }).where('id', '=', theirs).execute()
+    return 'ok'
+  })
+  t.same(await Promise.all([cross(a.id, b.id, first, second), cross(b.id, a.id, second, first)]), ['ok', 'ok'])
+  t.equal(tries, 3, 'PostgreSQL chose one victim, which ran again')
+})
