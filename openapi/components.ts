@@ -1,6 +1,5 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { errorCodes } from '../plugins/infra/errors.js'
-import type { User } from '../db/schema.js'
 
 // Shared schemas: registered once with `addSchema`, referenced by `$id`, and
 // published as named OpenAPI components so generated clients get real types.
@@ -70,16 +69,4 @@ export const TokensRef = Type.Ref(TokensSchema)
 /** `{ 400: ErrorRef, 401: ErrorRef }` for the given statuses. */
 export function errors<const S extends number> (...statuses: S[]): Record<S, typeof ErrorRef> {
   return Object.fromEntries(statuses.map(s => [s, ErrorRef])) as Record<S, typeof ErrorRef>
-}
-
-/** The public face of a user row: never the hash, never the version. */
-export function userView (user: User): UserView {
-  return {
-    id: user.id,
-    email: user.email,
-    name: user.name,
-    role: user.role,
-    emailVerified: user.email_verified_at !== null,
-    createdAt: user.created_at.toISOString()
-  }
 }

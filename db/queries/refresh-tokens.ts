@@ -22,11 +22,6 @@ export async function insertRefreshToken (db: Kysely<Database>, token: NewRefres
   }).execute()
 }
 
-/** Reads a refresh token and locks it for the rest of the transaction: concurrent refreshes of it queue here. */
-export function lockRefreshToken (trx: Transaction<Database>, jti: string): Promise<RefreshTokenRow | undefined> {
-  return trx.selectFrom('refresh_tokens').selectAll().where('jti', '=', jti).forUpdate().executeTakeFirst()
-}
-
 export function findRefreshToken (db: Kysely<Database>, jti: string): Promise<RefreshTokenRow | undefined> {
   return db.selectFrom('refresh_tokens').selectAll().where('jti', '=', jti).executeTakeFirst()
 }

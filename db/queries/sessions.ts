@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely'
+import type { Kysely, Transaction } from 'kysely'
 import type { Database, Session } from '../schema.js'
 
 export interface NewSession {
@@ -32,7 +32,27 @@ export function listActiveSessions (db: Kysely<Database>, userId: string): Promi
     .execute()
 }
 
-/** Revokes sessions of a user — all, one, or all but one — with their refresh tokens; returns the revoked ids. */
+/** Reads a session and holds its row until the transaction ends: every write to its refresh tokens takes this first. */
+export function lockSession (trx: Transaction<Database>, id: string): Promise<Session | undefined> {
+  return trx.selectFrom('sessions').selectAll().where('id', '=', id).forUpdate().executeTakeFirst()
+}
+
+/** Holds every open session row of a user, in one order (by id), so two such lockers queue instead of deadlocking. */
+export async function lockOpenSessions (trx: Transaction<Database>, userId: string): Promise<string[]> {
+  const rows = await trx.selectFrom('sessions').select('id')
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .orderBy('id')
+    .forUpdate()
+    .execute()
+  return rows.map(r => r.id)
+}
+
+/**
+ * Revokes sessions of a user — all, one, or all but one — with their refresh
+ * tokens; returns the revoked ids. The caller holds the rows (`lockSession`,
+ * `lockOpenSessions`) first.
+ */
 export async function revokeSessions (db: Kysely<Database>, userId: string, which: { only?: string, except?: string } = {}): Promise<string[]> {
   const now = new Date()
   let query = db.updateTable('sessions').set({ revoked_at: now })

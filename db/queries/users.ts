@@ -35,10 +35,14 @@ export async function touchLogin (db: Kysely<Database>, id: string): Promise<voi
   await db.updateTable('users').set({ last_login_at: new Date() }).where('id', '=', id).execute()
 }
 
-/** Holds the user's row until the transaction ends: per-account work (mailing a code) runs one at a time. */
-export async function lockUser (trx: Transaction<Database>, id: string): Promise<boolean> {
-  const row = await trx.selectFrom('users').select('id').where('id', '=', id).forNoKeyUpdate().executeTakeFirst()
-  return row !== undefined
+/**
+ * Reads the user's row and holds it until the transaction ends: per-account
+ * writes run one at a time. The first lock of the lock order (user, then its
+ * sessions, then their refresh tokens). NO KEY UPDATE, so inserting the user's
+ * sessions and codes (which only take KEY SHARE) does not wait on it.
+ */
+export function lockUser (trx: Transaction<Database>, id: string): Promise<User | undefined> {
+  return trx.selectFrom('users').selectAll().where('id', '=', id).forNoKeyUpdate().executeTakeFirst()
 }
 
 /** Marks the email confirmed (the first confirmation's time is kept). */
@@ -55,4 +59,8 @@ export async function setPasswordHash (db: Kysely<Database>, id: string, passwor
 
 export function updateProfile (db: Kysely<Database>, id: string, changes: { name: string | null }): Promise<User | undefined> {
   return db.updateTable('users').set({ ...changes, updated_at: new Date() }).where('id', '=', id).returningAll().executeTakeFirst()
+}
+
+export async function setDisabled (db: Kysely<Database>, id: string, disabled: boolean, at = new Date()): Promise<void> {
+  await db.updateTable('users').set({ disabled_at: disabled ? at : null, updated_at: at }).where('id', '=', id).execute()
 }

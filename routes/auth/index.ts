@@ -3,8 +3,6 @@ import type { FastifyRequest } from 'fastify'
 import { AppError } from '../../plugins/infra/errors.js'
 import { bearerToken } from '../../plugins/app/sessions/authenticate.js'
 import { perIp } from '../../plugins/infra/rate-limit.js'
-import { findUserByEmail, insertUser, normaliseEmail, touchLogin } from '../../db/queries/users.js'
-import { userView } from '../../openapi/components.js'
 import {
   LoginBody, LogoutBody, RefreshBody, RegisterBody,
   loginResponses, logoutResponses, refreshResponses, registerResponses
@@ -41,17 +39,9 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { email, password, name } = request.body
-    const passwordHash = await app.passwords.hash(password)
-    const result = await app.db.transaction().execute(async trx => {
-      const user = await insertUser(trx, { email, password_hash: passwordHash, name: name ?? null })
-      if (!user) throw new AppError('email_taken')
-      return { user, ...await app.sessions.open(trx, user, device(request)) }
-    })
-    // The account exists now: a failure to store or mail the code is logged, and resend recovers from it.
-    await app.emailCodes.send(result.user, 'verify_email')
-      .catch(err => request.log.error({ err, userId: result.user.id }, 'verification code not sent'))
+    const result = await app.accounts.register({ email, password, name }, device(request))
     reply.code(201)
-    return { user: userView(result.user), tokens: result.tokens }
+    return result
   })
 
   app.post('/login', {
@@ -66,15 +56,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const { email, password, deviceName } = request.body
-    const user = await findUserByEmail(app.db, normaliseEmail(email))
-    // Unknown, wrong and disabled all answer alike, after the same work.
-    const ok = await app.passwords.verify(user?.password_hash, password)
-    if (!user || !ok || user.disabled_at !== null) throw new AppError('invalid_credentials')
-    const { tokens } = await app.db.transaction().execute(async trx => {
-      await touchLogin(trx, user.id)
-      return await app.sessions.open(trx, user, device(request, deviceName))
-    })
-    return { user: userView(user), tokens }
+    return await app.accounts.signIn({ email, password }, device(request, deviceName))
   })
 
   app.post('/refresh', {

@@ -1,7 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { LabelRef, UserRef, errors, userView } from '../../openapi/components.js'
-import { updateProfile } from '../../db/queries/users.js'
+import { LabelRef, UserRef, errors } from '../../openapi/components.js'
 import { AppError } from '../../plugins/infra/errors.js'
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
@@ -18,8 +17,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     // The state authenticate has just read (cached, invalidated on every change): no query on this hot path.
     const state = await app.authState.user(request.user.id)
     if (!state) throw new AppError('token_revoked')
-    const { id, role, emailVerified } = request.user
-    return { id, email: state.email, name: state.name, role, emailVerified, createdAt: state.createdAt }
+    return state.profile
   })
 
   app.patch('/', {
@@ -36,11 +34,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: UserRef, ...errors(400, 401, 403, 429) }
     }
   }, async (request) => {
-    const user = await updateProfile(app.db, request.user.id, { name: request.body.name })
-    if (!user) throw new AppError('token_revoked')
-    // The cached user state carries the profile too.
-    await app.authState.invalidate({ users: [user.id] })
-    return userView(user)
+    return await app.accounts.updateProfile(request.user.id, { name: request.body.name })
   })
 }
 

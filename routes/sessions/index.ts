@@ -2,7 +2,6 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { errors } from '../../openapi/components.js'
 import { listActiveSessions } from '../../db/queries/sessions.js'
-import { AppError } from '../../plugins/infra/errors.js'
 
 const SessionView = Type.Object({
   id: Type.String({ format: 'uuid', description: "The tokens' `sid`." }),
@@ -50,10 +49,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       response: { 204: Type.Null({ description: 'Revoked.' }), ...errors(400, 401, 404, 429) }
     }
   }, async (request, reply) => {
-    const session = await app.authState.session(request.params.id)
-    // Someone else's session is as unknown to the caller as one that never existed.
-    if (!session || session.userId !== request.user.id || session.revoked) throw new AppError('not_found', { message: 'No such session.' })
-    await app.sessions.end(request.user.id, request.params.id, 'local')
+    await app.sessions.revoke(request.user.id, request.params.id)
     reply.code(204)
   })
 }

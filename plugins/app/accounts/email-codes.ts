@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { Transaction } from 'kysely'
 import type { Database, EmailCodePurpose, User } from '../../../db/schema.js'
+import type { AfterCommit } from '../../infra/db.js'
 import { findUserByEmail, lockUser } from '../../../db/queries/users.js'
 import {
   countFailuresSince, deleteEmailCode, deleteFailuresBefore, deleteSpentCodes, insertEmailCode, insertFailure,
@@ -58,10 +59,10 @@ export function codeMail (user: Pick<User, 'email' | 'name'>, purpose: EmailCode
   return { to: user.email, subject, text, html }
 }
 
-type Outcome<T> = { ok: true, result: T } | { ok: false }
+type Outcome<T> = { ok: true, user: User, result: T } | { ok: false }
 
 function createEmailCodes (app: FastifyInstance) {
-  const { config, db, mailer, log } = app
+  const { config, db, mailer, log, transaction } = app
   // A key of its own, derived from the server secret: a stolen table cannot be brute-forced offline.
   const key = Buffer.from(hkdfSync('sha256', config.JWT_SECRET, 'latchkey', 'email-codes', 32))
   // The user and the purpose are in the message, so a hash is worthless on any other row.
@@ -88,7 +89,7 @@ function createEmailCodes (app: FastifyInstance) {
    */
   async function send (user: User, purpose: EmailCodePurpose): Promise<boolean> {
     const code = String(randomInt(0, 1_000_000)).padStart(6, '0')
-    const created = await db.transaction().execute(async trx => {
+    const created = await transaction(async trx => {
       // Concurrent sends for one account queue here: one mail per cooldown, one live code.
       if (!await lockUser(trx, user.id)) return undefined
       const now = new Date()
@@ -114,18 +115,21 @@ function createEmailCodes (app: FastifyInstance) {
 
   /**
    * Checks a code and uses it up, running `then` in the same transaction. The
-   * code's row stays locked throughout, so of two concurrent checks at most one
-   * succeeds. Every failure is the same 400 `otp_invalid`.
+   * user's row, then the code's, stay locked throughout (the lock order every
+   * account write follows), so of two concurrent checks at most one succeeds.
+   * Every failure is the same 400 `otp_invalid`.
    */
   async function consume<T = void> (
     email: string,
     purpose: EmailCodePurpose,
     code: string,
-    then?: (trx: Transaction<Database>, user: User) => Promise<T>
+    then?: (trx: Transaction<Database>, afterCommit: AfterCommit, user: User) => Promise<T>
   ): Promise<{ user: User, result: T }> {
-    const user = await findUserByEmail(db, email)
-    if (!user) throw new AppError('otp_invalid')
-    const outcome = await db.transaction().execute(async (trx): Promise<Outcome<T>> => {
+    const found = await findUserByEmail(db, email)
+    if (!found) throw new AppError('otp_invalid')
+    const outcome = await transaction(async (trx, afterCommit): Promise<Outcome<T>> => {
+      const user = await lockUser(trx, found.id)
+      if (!user) return { ok: false }
       const row = await lockLiveCode(trx, user.id, purpose)
       if (!row) return { ok: false }
       const now = new Date()
@@ -140,10 +144,10 @@ function createEmailCodes (app: FastifyInstance) {
         return { ok: false }
       }
       await markConsumed(trx, row.id, now)
-      return { ok: true, result: then ? await then(trx, user) : undefined as T }
+      return { ok: true, user, result: then ? await then(trx, afterCommit, user) : undefined as T }
     })
     if (!outcome.ok) throw new AppError('otp_invalid')
-    return { user, result: outcome.result }
+    return { user: outcome.user, result: outcome.result }
   }
 
   /** Waits for the mails in flight (shutdown; tests counting what was sent). */

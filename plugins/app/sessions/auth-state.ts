@@ -1,15 +1,14 @@
 import fp from 'fastify-plugin'
-import type { User } from '../../../db/schema.js'
+import { findUserById } from '../../../db/queries/users.js'
+import { findSession } from '../../../db/queries/sessions.js'
+import { userView } from '../accounts/accounts.js'
+import type { UserView } from '../../../openapi/components.js'
 
-/** What the authenticate hook needs to know about a user, fresh, and the profile it serves without a query. */
+/** What the authenticate hook needs to know about a user, fresh, and the profile GET /profile serves without a query. */
 export interface UserState {
   tokenVersion: number
-  role: User['role']
-  emailVerified: boolean
   disabled: boolean
-  email: string
-  name: string | null
-  createdAt: string
+  profile: UserView
 }
 
 /** What it needs to know about a session. */
@@ -94,32 +93,16 @@ export default fp(async (app) => {
   }
 
   app.decorate('authState', {
-    user: (id: string) => read<UserState>(`user:${id}`, async () => {
-      const row = await db.selectFrom('users')
-        .select(['token_version', 'role', 'email_verified_at', 'disabled_at', 'email', 'name', 'created_at'])
-        .where('id', '=', id)
-        .executeTakeFirst()
-      return row
-        ? {
-            tokenVersion: row.token_version,
-            role: row.role,
-            emailVerified: row.email_verified_at !== null,
-            disabled: row.disabled_at !== null,
-            email: row.email,
-            name: row.name,
-            createdAt: row.created_at.toISOString()
-          }
-        : null
+    user: (id: string) => read<UserState>(`users:${id}`, async () => {
+      const row = await findUserById(db, id)
+      return row ? { tokenVersion: row.token_version, disabled: row.disabled_at !== null, profile: userView(row) } : null
     }),
-    session: (id: string) => read<SessionState>(`session:${id}`, async () => {
-      const row = await db.selectFrom('sessions')
-        .select(['user_id', 'revoked_at', 'expires_at'])
-        .where('id', '=', id)
-        .executeTakeFirst()
+    session: (id: string) => read<SessionState>(`sessions:${id}`, async () => {
+      const row = await findSession(db, id)
       return row ? { userId: row.user_id, revoked: row.revoked_at !== null } : null
     }),
     async invalidate ({ users = [], sessions = [] }: Changed) {
-      const keys = [...users.map(id => `user:${id}`), ...sessions.map(id => `session:${id}`)]
+      const keys = [...users.map(id => `users:${id}`), ...sessions.map(id => `sessions:${id}`)]
       if (keys.length === 0) return
       forget(keys.join(' '))
       await shared?.invalidate(...keys)

@@ -45,12 +45,14 @@ export default fp(async (app) => {
 
   app.decorate('principalOf', async (claims: AccessClaims) => {
     const [user, session] = await Promise.all([app.authState.user(claims.sub), app.authState.session(claims.sid)])
+    // Checked first: disabling also ends the sessions and bumps the version, and the old tokens say why they died.
+    if (user?.disabled) throw new AppError('account_disabled')
     if (!user || !session || session.revoked || session.userId !== claims.sub || user.tokenVersion !== claims.ver) {
       throw new AppError('token_revoked')
     }
-    if (user.disabled) throw new AppError('account_disabled')
     // Role and verification come from the fresh state, not from the token.
-    return { id: claims.sub, sessionId: claims.sid, role: user.role, emailVerified: user.emailVerified, tokenVersion: user.tokenVersion }
+    const { role, emailVerified } = user.profile
+    return { id: claims.sub, sessionId: claims.sid, role, emailVerified, tokenVersion: user.tokenVersion }
   })
 
   app.decorate('authenticate', async (request: FastifyRequest) => {

@@ -1,11 +1,12 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import type { Kysely } from 'kysely'
+import type { Transaction } from 'kysely'
 import type { Database, RefreshTokenRow, Session, User } from '../../../db/schema.js'
-import { bumpTokenVersion, findUserById } from '../../../db/queries/users.js'
-import { findSession, insertSession, revokeSessions, touchSession } from '../../../db/queries/sessions.js'
-import { findRefreshToken, lockRefreshToken, markRotated } from '../../../db/queries/refresh-tokens.js'
+import { bumpTokenVersion, findUserById, lockUser } from '../../../db/queries/users.js'
+import { findSession, insertSession, lockOpenSessions, lockSession, revokeSessions, touchSession } from '../../../db/queries/sessions.js'
+import { findRefreshToken, markRotated, revokeSessionRefreshTokens } from '../../../db/queries/refresh-tokens.js'
 import { AppError, type ErrorCode } from '../../infra/errors.js'
+import type { AfterCommit } from '../../infra/db.js'
 import type { Principal, RefreshClaims } from '../tokens/tokens.js'
 import type { Tokens } from '../../../openapi/components.js'
 
@@ -17,7 +18,7 @@ export interface DeviceInfo {
   userAgent?: string
 }
 
-const principal = (user: User): Principal => ({
+export const principal = (user: User): Principal => ({
   id: user.id,
   role: user.role,
   emailVerified: user.email_verified_at !== null,
@@ -41,16 +42,20 @@ function deviceNameFrom (userAgent: string | undefined): string | null {
  */
 function refreshProblem (claims: RefreshClaims, row: RefreshTokenRow | undefined, user: User | undefined, session: Session | undefined): ErrorCode | null {
   if (!row || row.session_id !== claims.sid || row.user_id !== claims.sub) return 'token_invalid'
+  // Before the rest, as the authenticate hook does: disabling also ended the session.
+  if (user && user.disabled_at !== null) return 'account_disabled'
   if (!user || user.token_version !== claims.ver || !session || session.revoked_at !== null || row.revoked_at !== null) return 'token_revoked'
-  if (user.disabled_at !== null) return 'account_disabled'
   return null
 }
 
 function createSessions (app: FastifyInstance) {
-  const { config, db, tokens, authState } = app
+  const { config, db, tokens, authState, transaction } = app
 
-  /** Opens a session for a user who just proved who they are; returns it with its first token pair. */
-  async function open (trx: Kysely<Database>, user: User, device: DeviceInfo): Promise<{ session: Session, tokens: Tokens }> {
+  /**
+   * Opens a session for a user who just proved who they are, inside the
+   * caller's transaction; returns it with its first token pair.
+   */
+  async function open (trx: Transaction<Database>, user: User, device: DeviceInfo): Promise<{ session: Session, tokens: Tokens }> {
     const session = await insertSession(trx, {
       userId: user.id,
       deviceName: device.deviceName ?? deviceNameFrom(device.userAgent),
@@ -62,7 +67,12 @@ function createSessions (app: FastifyInstance) {
     return { session, tokens: issued.tokens }
   }
 
-  /** SPEC §4.3, in one transaction holding the presented token's row lock. */
+  /**
+   * SPEC §4.3, in one transaction holding the session's row: every refresh,
+   * theft revocation, logout and password change of the session queues on it,
+   * so a stale token and the current one presented together are decided one
+   * after the other and the theft always sees (and revokes) any successor.
+   */
   async function rotate (token: string): Promise<Tokens> {
     let claims: RefreshClaims
     try {
@@ -71,9 +81,9 @@ function createSessions (app: FastifyInstance) {
       // Refresh answers RFC 6749's invalid_grant status: the client logs in again.
       throw err instanceof AppError ? new AppError(err.code, { statusCode: 400 }) : err
     }
-    const outcome = await db.transaction().execute(async (trx): Promise<{ tokens: Tokens } | { problem: ErrorCode }> => {
-      const row = await lockRefreshToken(trx, claims.jti)
-      const [user, session] = await Promise.all([findUserById(trx, claims.sub), findSession(trx, claims.sid)])
+    const outcome = await transaction(async (trx, afterCommit): Promise<{ tokens: Tokens } | { problem: ErrorCode }> => {
+      const session = await lockSession(trx, claims.sid)
+      const [row, user] = await Promise.all([findRefreshToken(trx, claims.jti), findUserById(trx, claims.sub)])
       const problem = refreshProblem(claims, row, user, session)
       if (problem !== null || !row || !user) return { problem: problem ?? 'token_invalid' }
       const who = principal(user)
@@ -105,16 +115,13 @@ function createSessions (app: FastifyInstance) {
         }
       }
       await revokeSessions(trx, user.id, { only: claims.sid })
+      afterCommit(() => {
+        app.log.warn({ userId: claims.sub, sessionId: claims.sid }, 'refresh token reused: session revoked')
+        return authState.invalidate({ sessions: [claims.sid] })
+      })
       return { problem: 'refresh_reused' }
     })
-
-    if ('problem' in outcome) {
-      if (outcome.problem === 'refresh_reused') {
-        app.log.warn({ userId: claims.sub, sessionId: claims.sid }, 'refresh token reused: session revoked')
-        await authState.invalidate({ sessions: [claims.sid] })
-      }
-      throw new AppError(outcome.problem, { statusCode: 400 })
-    }
+    if ('problem' in outcome) throw new AppError(outcome.problem, { statusCode: 400 })
     return outcome.tokens
   }
 
@@ -130,17 +137,60 @@ function createSessions (app: FastifyInstance) {
     return claims
   }
 
-  /** Logout (SPEC §6): writes PostgreSQL first, then drops every cached copy. */
-  async function end (userId: string, sessionId: string, scope: LogoutScope): Promise<void> {
-    const changed = await db.transaction().execute(async trx => {
-      if (scope === 'global') await bumpTokenVersion(trx, userId)
-      const which = scope === 'local' ? { only: sessionId } : scope === 'others' ? { except: sessionId } : {}
-      return await revokeSessions(trx, userId, which)
-    })
-    await authState.invalidate({ users: scope === 'global' ? [userId] : [], sessions: changed })
+  /**
+   * Every token of the user dies (`token_version` += 1) and every session
+   * ends but `keep`, inside the caller's transaction: the user's row, then the
+   * sessions' rows, then their tokens. Global logout, password change and
+   * reset, disabling.
+   */
+  async function endAll (trx: Transaction<Database>, afterCommit: AfterCommit, userId: string, keep?: string): Promise<{ version: number | undefined, ended: string[] }> {
+    const version = await bumpTokenVersion(trx, userId)
+    await lockOpenSessions(trx, userId)
+    const ended = await revokeSessions(trx, userId, keep === undefined ? {} : { except: keep })
+    afterCommit(() => authState.invalidate({ users: [userId], sessions: ended }))
+    return { version, ended }
   }
 
-  return { open, rotate, check, end }
+  /**
+   * A fresh token pair for a session whose earlier refresh tokens all die,
+   * inside the caller's transaction (password change); 401 `token_revoked`
+   * when the session ended meanwhile.
+   */
+  async function renew (trx: Transaction<Database>, who: Principal, sessionId: string): Promise<Tokens> {
+    const session = await lockSession(trx, sessionId)
+    if (!session || session.user_id !== who.id || session.revoked_at !== null) throw new AppError('token_revoked')
+    await revokeSessionRefreshTokens(trx, sessionId)
+    return (await tokens.issue(trx, who, sessionId)).tokens
+  }
+
+  /** Logout (SPEC §6): writes PostgreSQL first, then drops every cached copy. */
+  async function end (userId: string, sessionId: string, scope: LogoutScope): Promise<void> {
+    await transaction(async (trx, afterCommit) => {
+      if (scope === 'global') {
+        await endAll(trx, afterCommit, userId)
+        return
+      }
+      await lockUser(trx, userId)
+      if (scope === 'local') await lockSession(trx, sessionId)
+      else await lockOpenSessions(trx, userId)
+      const ended = await revokeSessions(trx, userId, scope === 'local' ? { only: sessionId } : { except: sessionId })
+      afterCommit(() => authState.invalidate({ sessions: ended }))
+    })
+  }
+
+  /** Ends one of the user's open sessions (DELETE /sessions/:id); 404 for any other. */
+  async function revoke (userId: string, sessionId: string): Promise<void> {
+    await transaction(async (trx, afterCommit) => {
+      await lockUser(trx, userId)
+      const session = await lockSession(trx, sessionId)
+      // Someone else's session is as unknown to the caller as one that never existed.
+      if (!session || session.user_id !== userId || session.revoked_at !== null) throw new AppError('not_found', { message: 'No such session.' })
+      const ended = await revokeSessions(trx, userId, { only: sessionId })
+      afterCommit(() => authState.invalidate({ sessions: ended }))
+    })
+  }
+
+  return { open, rotate, check, endAll, renew, end, revoke }
 }
 
 declare module 'fastify' {

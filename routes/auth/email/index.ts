@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { perIp } from '../../../plugins/infra/rate-limit.js'
-import { findUserByEmail, markEmailVerified } from '../../../db/queries/users.js'
+import { findUserByEmail } from '../../../db/queries/users.js'
 import { ResendBody, VerifyEmailBody, resendResponses, verifyResponses } from './schemas.js'
 
 const resent = 'If the account exists and its email is not yet verified, a new code is on its way.'
@@ -21,9 +21,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const { email, code } = request.body
-    const { user } = await app.emailCodes.consume(email, 'verify_email', code, (trx, user) => markEmailVerified(trx, user.id))
-    // The authenticate hook reads verification from the cached state: drop it everywhere.
-    await app.authState.invalidate({ users: [user.id] })
+    await app.accounts.verifyEmail(email, code)
     return { emailVerified: true as const }
   })
 

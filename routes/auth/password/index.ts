@@ -1,9 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { perIp } from '../../../plugins/infra/rate-limit.js'
-import { bumpTokenVersion, findUserByEmail, findUserById, markEmailVerified, setPasswordHash } from '../../../db/queries/users.js'
-import { findSession, revokeSessions } from '../../../db/queries/sessions.js'
-import { revokeSessionRefreshTokens } from '../../../db/queries/refresh-tokens.js'
-import { AppError } from '../../../plugins/infra/errors.js'
+import { findUserByEmail } from '../../../db/queries/users.js'
 import { ChangeBody, ForgotBody, ResetBody, changeResponses, forgotResponses, resetResponses } from './schemas.js'
 
 const mailed = 'If an account exists for this email, a reset code is on its way.'
@@ -42,15 +39,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { email, code, newPassword } = request.body
-    // Hashed first: a weak password is refused without spending the code, and no lock is held while argon2 runs.
-    const passwordHash = await app.passwords.hash(newPassword)
-    const { user, result: ended } = await app.emailCodes.consume(email, 'reset_password', code, async (trx, user) => {
-      await setPasswordHash(trx, user.id, passwordHash)
-      await markEmailVerified(trx, user.id)
-      await bumpTokenVersion(trx, user.id)
-      return await revokeSessions(trx, user.id)
-    })
-    await app.authState.invalidate({ users: [user.id], sessions: ended })
+    await app.accounts.resetPassword(email, code, newPassword)
     reply.code(204)
   })
 
@@ -68,26 +57,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const { currentPassword, newPassword } = request.body
-    const caller = request.user
-    const user = await findUserById(app.db, caller.id)
-    if (!user) throw new AppError('token_revoked')
-    if (!await app.passwords.verify(user.password_hash, currentPassword)) {
-      throw new AppError('invalid_credentials', { statusCode: 400, message: 'The current password is incorrect.' })
-    }
-    const passwordHash = await app.passwords.hash(newPassword)
-    const { tokens, ended } = await app.db.transaction().execute(async trx => {
-      await setPasswordHash(trx, caller.id, passwordHash)
-      const version = await bumpTokenVersion(trx, caller.id)
-      const session = await findSession(trx, caller.sessionId)
-      // A logout or another change got here first: this token is no longer good for anything.
-      if (version !== caller.tokenVersion + 1 || !session || session.revoked_at !== null) throw new AppError('token_revoked')
-      const ended = await revokeSessions(trx, caller.id, { except: caller.sessionId })
-      await revokeSessionRefreshTokens(trx, caller.sessionId)
-      const issued = await app.tokens.issue(trx, { ...caller, tokenVersion: version }, caller.sessionId)
-      return { tokens: issued.tokens, ended }
-    })
-    await app.authState.invalidate({ users: [caller.id], sessions: ended })
-    return { tokens }
+    return { tokens: await app.accounts.changePassword(request.user, currentPassword, newPassword) }
   })
 }
 

@@ -83,7 +83,7 @@ t.test('consume runs its work in the same transaction: if the work fails, the co
   const code = await lastCode(app, smtp, email)
 
   await t.rejects(app.emailCodes.consume(email, 'verify_email', code, async () => { throw new Error('boom') }), /boom/)
-  const { user, result } = await app.emailCodes.consume(email, 'verify_email', code, async (_trx, user) => `done for ${user.email}`)
+  const { user, result } = await app.emailCodes.consume(email, 'verify_email', code, async (_trx, _afterCommit, user) => `done for ${user.email}`)
   t.equal(user.email, email)
   t.equal(result, `done for ${email}`)
   await t.rejects(app.emailCodes.consume(email, 'verify_email', code), { code: 'otp_invalid' }, 'and then it is spent')
