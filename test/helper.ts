@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomUUID } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer, type AddressInfo } from 'node:net'
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -231,4 +231,47 @@ export async function startRedis (port: number): Promise<ChildProcess> {
   } finally {
     probe.disconnect()
   }
+}
+
+/** A TCP proxy in front of a real server, which a test can cut and restore. */
+export async function tcpProxy (t: Test, target: string) {
+  const { hostname, port: targetPort } = new URL(target)
+  const sockets = new Set<Socket>()
+  let server: Server | undefined
+  let port = 0
+  const proxy = {
+    get port () { return port },
+    async open () {
+      const next = createServer(client => {
+        const upstream = connect(Number(targetPort), hostname)
+        const drop = () => {
+          client.destroy()
+          upstream.destroy()
+          sockets.delete(client)
+          sockets.delete(upstream)
+        }
+        sockets.add(client).add(upstream)
+        client.on('error', drop).on('close', drop)
+        upstream.on('error', drop).on('close', drop)
+        client.pipe(upstream).pipe(client)
+      })
+      await new Promise<void>((resolve, reject) => {
+        next.once('error', reject)
+        next.listen(port, '127.0.0.1', () => resolve())
+      })
+      port = (next.address() as AddressInfo).port
+      server = next
+    },
+    /** Refuses new connections and cuts the open ones, as a server going down does. */
+    async close () {
+      const running = server
+      server = undefined
+      for (const socket of sockets) socket.destroy()
+      sockets.clear()
+      if (running) await new Promise<void>(resolve => running.close(() => resolve()))
+    }
+  }
+  await proxy.open()
+  t.teardown(() => proxy.close())
+  return proxy
 }

@@ -1,8 +1,7 @@
-import net, { type AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { sql } from 'kysely'
-import { build, uniqueEmail } from '../helper.js'
+import { build, tcpProxy, uniqueEmail } from '../helper.js'
 
 // Nothing listens on port 1: a database that is gone, on every machine.
 const deadDatabase = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/latchkey', MIGRATE_ON_START: 'false' }
@@ -37,49 +36,6 @@ t.test('GET /ready is 503 when the cache (Redis) cannot be reached', async t => 
   t.match(res.json(), { code: 'service_unavailable', message: /cache/ })
   t.notMatch(res.json().message, /database/, 'the database is fine')
 })
-
-/** A TCP proxy in front of a real server, which a test can cut and restore. */
-async function tcpProxy (t: Test, target: string) {
-  const { hostname, port: targetPort } = new URL(target)
-  const sockets = new Set<net.Socket>()
-  let server: net.Server | undefined
-  let port = 0
-  const proxy = {
-    get port () { return port },
-    async open () {
-      const next = net.createServer(client => {
-        const upstream = net.connect(Number(targetPort), hostname)
-        const drop = () => {
-          client.destroy()
-          upstream.destroy()
-          sockets.delete(client)
-          sockets.delete(upstream)
-        }
-        sockets.add(client).add(upstream)
-        client.on('error', drop).on('close', drop)
-        upstream.on('error', drop).on('close', drop)
-        client.pipe(upstream).pipe(client)
-      })
-      await new Promise<void>((resolve, reject) => {
-        next.once('error', reject)
-        next.listen(port, '127.0.0.1', () => resolve())
-      })
-      port = (next.address() as AddressInfo).port
-      server = next
-    },
-    /** Refuses new connections and cuts the open ones, as a server going down does. */
-    async close () {
-      const running = server
-      server = undefined
-      for (const socket of sockets) socket.destroy()
-      sockets.clear()
-      if (running) await new Promise<void>(resolve => running.close(() => resolve()))
-    }
-  }
-  await proxy.open()
-  t.teardown(() => proxy.close())
-  return proxy
-}
 
 async function readyWithin (app: Awaited<ReturnType<typeof build>>, status: number, ms: number) {
   const until = Date.now() + ms
