@@ -8,11 +8,12 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { PGlite } from '@electric-sql/pglite'
-import { Kysely, PGliteDialect } from 'kysely'
+import { Kysely, PGliteDialect, sql } from 'kysely'
 import { SMTPServer } from 'smtp-server'
 import { simpleParser } from 'mailparser'
 import tap from 'tap'
-import { buildApp } from '../app.js'
+import { buildApp, type LogStream } from '../app.js'
+import type { Database } from '../db/schema.js'
 import { migrateToLatest } from '../db/migrate.js'
 
 type Test = { teardown (fn: () => unknown): void }
@@ -83,10 +84,10 @@ export function testEnv (overrides: Env = {}): Env {
 }
 
 /** The app as the server builds it, closed when the test ends. */
-export async function build (t: Test, overrides: Env = {}) {
+export async function build (t: Test, overrides: Env = {}, options: { logStream?: LogStream } = {}) {
   const env = testEnv(overrides)
   const pglite = env.DATABASE_URL ? undefined : await (sharedPglite ??= openSharedPglite())
-  const app = await buildApp({ env, pglite })
+  const app = await buildApp({ env, pglite, logStream: options.logStream })
   t.teardown(() => app.close())
   return app
 }
@@ -274,4 +275,37 @@ export async function tcpProxy (t: Test, target: string) {
   await proxy.open()
   t.teardown(() => proxy.close())
   return proxy
+}
+
+/**
+ * A fault injected in the database itself: `plpgsql` runs before each insert of
+ * the user's rows into `table`, with `calls` counting them (1 on the first,
+ * across rollbacks), so PostgreSQL raises its own errors or waits mid-transaction.
+ * Only the user's rows are touched, so other tests on the same database go on.
+ * Returns the removal, which also runs when the test ends.
+ */
+export async function dbFault (t: Test, db: Kysely<Database>, fault: { table: 'refresh_tokens' | 'sessions', userId: string, plpgsql: string }) {
+  const name = `latchkey_fault_${randomUUID().replaceAll('-', '')}`
+  if (!/^[0-9a-f-]{36}$/.test(fault.userId)) throw new Error(`not a user id: ${fault.userId}`)
+  await sql.raw(`create sequence ${name}_calls`).execute(db)
+  await sql.raw(`create function ${name}() returns trigger language plpgsql as $fault$
+    declare calls bigint;
+    begin
+      if new.user_id = '${fault.userId}' then
+        calls := nextval('${name}_calls');
+        ${fault.plpgsql}
+      end if;
+      return new;
+    end $fault$`).execute(db)
+  await sql.raw(`create trigger ${name} before insert on ${fault.table} for each row execute function ${name}()`).execute(db)
+  let removed = false
+  const remove = async () => {
+    if (removed) return
+    removed = true
+    for (const statement of [`drop trigger ${name} on ${fault.table}`, `drop function ${name}()`, `drop sequence ${name}_calls`]) {
+      await sql.raw(statement).execute(db)
+    }
+  }
+  t.teardown(() => remove().catch(() => {}))
+  return remove
 }

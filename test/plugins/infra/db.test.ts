@@ -4,11 +4,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { sql } from 'kysely'
 import { buildApp } from '../../../app.js'
 import { migrateToLatest } from '../../../db/migrate.js'
-import { build, realBackends, testEnv, uniqueEmail } from '../../helper.js'
+import pg from 'pg'
+import { build, dbFault, login, realBackends, register, tcpProxy, testEnv, uniqueEmail } from '../../helper.js'
+import { race } from '../../race.js'
 
 const root = fileURLToPath(new URL('../../..', import.meta.url))
 const migrationNames = readdirSync(join(root, 'db/migrations')).filter(f => f.endsWith('.ts')).map(f => f.replace(/\.ts$/, '')).sort()
@@ -179,4 +182,46 @@ t.test('on PostgreSQL, a real deadlock between two transactions: both succeed, o
   })
   t.same(await Promise.all([cross(a.id, b.id, first, second), cross(b.id, a.id, second, first)]), ['ok', 'ok'])
   t.equal(tries, 3, 'PostgreSQL chose one victim, which ran again')
+})
+
+t.test('on PostgreSQL, the connection cut while transactions are in flight: 503 service_unavailable with Retry-After, never 500, and recovery without a restart', {
+  skip: realBackends ? false : 'needs PostgreSQL behind a TCP proxy'
+}, async t => {
+  const direct = await build(t)
+  const proxy = await tcpProxy(t, process.env.DATABASE_URL as string)
+  const viaProxy = new URL(process.env.DATABASE_URL as string)
+  viaProxy.hostname = '127.0.0.1'
+  viaProxy.port = String(proxy.port)
+  const lines: string[] = []
+  const app = await build(t, { DATABASE_URL: viaProxy.href, LOG_LEVEL: 'error' }, { logStream: { write: line => { lines.push(line) } } })
+  const account = await register(app)
+  const sessions = [account.tokens, ...await Promise.all([1, 2, 3, 4].map(i => login(app, account.email, `device ${i}`)))]
+
+  // Each refresh stops inside its transaction, on an advisory lock this connection holds, until the cut.
+  const key = Math.floor(Math.random() * 2 ** 31)
+  const holder = new pg.Client({ connectionString: process.env.DATABASE_URL })
+  await holder.connect()
+  t.teardown(() => holder.end())
+  await holder.query('select pg_advisory_lock($1)', [key])
+  const remove = await dbFault(t, direct.db, { table: 'refresh_tokens', userId: account.id, plpgsql: `perform pg_advisory_xact_lock(${key});` })
+
+  const inFlight = race(app, sessions.map(s => ({ url: '/auth/refresh', payload: { refreshToken: s.refreshToken } })))
+  const waiting = async () => Number((await sql<{ n: string }>`select count(*) as n from pg_stat_activity
+    where datname = current_database() and wait_event = 'advisory' and query like '%refresh_tokens%'`.execute(direct.db)).rows[0].n)
+  while (await waiting() < sessions.length) await sleep(50)
+  await proxy.close()
+
+  const replies = await inFlight
+  t.same(replies.map(r => [r.status, r.body?.code]), sessions.map(() => [503, 'service_unavailable']), 'every one 503 service_unavailable')
+  t.ok(replies.every(r => Number(r.headers['retry-after']) > 0), 'each with Retry-After')
+  const logged = lines.map(line => JSON.parse(line)).filter(entry => entry.msg === 'transaction failed and its rollback too: connection lost')
+  t.ok(logged.length > 0 && logged.every(entry => /Connection terminated/.test(entry.err?.message)), 'the original error is what the log shows')
+
+  await holder.query('select pg_advisory_unlock($1)', [key])
+  await remove()
+  await proxy.open()
+  while ((await app.inject({ url: '/ready' })).statusCode !== 200) await sleep(100)
+  for (const [i, s] of sessions.entries()) {
+    t.equal((await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: s.refreshToken } })).statusCode, 200, `session ${i + 1} refreshes again: nothing was half-written`)
+  }
 })

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { authed, build, refresh, register } from '../../helper.js'
+import { authed, build, dbFault, refresh, register } from '../../helper.js'
 
 t.test('rotation with blacklisting (the default)', async t => {
   const app = await build(t)
@@ -152,4 +152,34 @@ t.test('refresh enforces version, revocation and disabled users', async t => {
       t.equal(res.json().code, 'validation_failed')
     }
   })
+})
+
+t.test('a deadlock PostgreSQL reports in the middle of a refresh is retried, and the refresh answers as if none happened', async t => {
+  const app = await build(t)
+  const account = await register(app)
+  // The successor's insert fails once with PostgreSQL's own deadlock error; the retry runs the refresh again.
+  await dbFault(t, app.db, { table: 'refresh_tokens', userId: account.id, plpgsql: "if calls = 1 then raise exception 'injected deadlock' using errcode = 'deadlock_detected'; end if;" })
+  const res = await refresh(app, account.tokens.refreshToken)
+  t.equal(res.statusCode, 200)
+  const next = res.json().tokens
+  t.equal((await authed(app, next.accessToken, { url: '/profile' })).statusCode, 200, 'the new access token works')
+  const rows = await app.db.selectFrom('refresh_tokens').select(['jti', 'successor_jti']).where('user_id', '=', account.id).orderBy('issued_at').execute()
+  t.equal(rows.length, 2, 'one successor: the failed try left nothing')
+  t.equal(rows.find(r => r.successor_jti !== null)?.successor_jti, app.tokens.decode(next.refreshToken)?.jti, 'and it is the one handed out')
+  t.equal((await refresh(app, next.refreshToken)).statusCode, 200, 'the successor refreshes in turn')
+})
+
+t.test('a refresh that keeps failing to serialise answers 503 service_unavailable with Retry-After, and changes nothing', async t => {
+  const lines: string[] = []
+  const app = await build(t, { LOG_LEVEL: 'warn' }, { logStream: { write: line => { lines.push(line) } } })
+  const account = await register(app)
+  const remove = await dbFault(t, app.db, { table: 'refresh_tokens', userId: account.id, plpgsql: "raise exception 'injected' using errcode = 'serialization_failure';" })
+  const res = await refresh(app, account.tokens.refreshToken)
+  t.equal(res.statusCode, 503)
+  t.equal(res.json().code, 'service_unavailable')
+  t.ok(Number(res.headers['retry-after']) > 0, 'with Retry-After')
+  const logged = lines.map(line => JSON.parse(line)).find(entry => entry.msg === 'transaction failed after retries')
+  t.equal(logged?.err?.code, '40001', "the log shows PostgreSQL's error code")
+  await remove()
+  t.equal((await refresh(app, account.tokens.refreshToken)).statusCode, 200, 'the token was never rotated: it still refreshes')
 })
