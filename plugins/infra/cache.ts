@@ -5,19 +5,14 @@ import fastifyRedis, { type FastifyRedis } from '@fastify/redis'
 import { Redis } from 'ioredis'
 
 /**
- * A small key-value cache with expiry and a broadcast channel. It is never the
- * source of truth: every failure reads as a miss, and callers fall back to
+ * A small key-value cache with versions and a broadcast channel. It is never
+ * the source of truth: every failure reads as a miss, and callers fall back to
  * PostgreSQL.
  */
 export interface Cache {
   readonly kind: 'memory' | 'redis'
   /** False while the backend is unreachable: values held elsewhere may be stale. */
   readonly healthy: boolean
-  get (key: string): Promise<string | null>
-  set (key: string, value: string, ttlSeconds: number): Promise<void>
-  del (...keys: string[]): Promise<void>
-  /** Adds one and returns the new count; the key expires ttlSeconds after it was created. */
-  incr (key: string, ttlSeconds: number): Promise<number>
   /** The value with the key's version, which `invalidate` bumps. */
   getVersioned (key: string): Promise<{ value: string | null, version: string }>
   /** Stores the value only while the key's version is still the one read: a load that raced an invalidation writes nothing. */
@@ -29,6 +24,113 @@ export interface Cache {
   /** Called when messages may have been missed (a reconnect): drop whatever was derived from them. */
   onReset (handler: () => void): void
   ping (): Promise<boolean>
+  /** A read-through cache of one kind of value (see `Tiered`). */
+  tiered<T> (namespace: string, options: TieredOptions<T>): Tiered<T>
+}
+
+export interface TieredOptions<T> {
+  /** Seconds a value is kept, in either tier. */
+  ttl: number
+  /** Reads the value from the source of truth; null (nothing there) is never cached. */
+  load (id: string): Promise<T | null>
+}
+
+/**
+ * Values by id, read through an in-process map, then the shared tier (Redis,
+ * when configured), then `load`. `invalidate` drops every copy, here and, by a
+ * broadcast, on every instance sharing the backend.
+ */
+export interface Tiered<T> {
+  get (id: string): Promise<T | null>
+  /** After a committed change to these ids: drop every cached copy. */
+  invalidate (ids: string[]): Promise<void>
+}
+
+// A message on a tiered cache's channel is ids separated by spaces, or this: drop everything.
+const everything = '*'
+const maxLocal = 50_000
+
+function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace: string, { ttl, load }: TieredOptions<T>): Tiered<T> {
+  const channel = `tiered:${namespace}`
+  const keyOf = (id: string) => `${namespace}:${id}`
+  // The in-process tier, bounded (oldest first out).
+  const local = new Map<string, { value: T, expires: number }>()
+  // The memory backend is this process already: a second copy of it adds nothing.
+  const shared = cache.kind === 'redis'
+  // Per id with loads in flight: bumped by each invalidation of the id, so a
+  // load that started before one does not keep its (maybe stale) result.
+  // `epoch` does the same for "drop everything".
+  const loading = new Map<string, { generation: number, loads: number }>()
+  let epoch = 0
+
+  const forget = (message: string) => {
+    if (message === everything) {
+      epoch++
+      local.clear()
+      return
+    }
+    for (const id of message.split(' ')) {
+      local.delete(id)
+      const inFlight = loading.get(id)
+      if (inFlight) inFlight.generation++
+    }
+  }
+  const remember = (id: string, value: T) => {
+    if (local.size >= maxLocal) local.delete(local.keys().next().value as string)
+    local.set(id, { value, expires: Date.now() + ttl * 1000 })
+  }
+  cache.subscribe(channel, forget)
+  // Messages may have been missed while the backend was away, by this instance
+  // or, for the invalidations this one made meanwhile, by the others: all forget.
+  cache.onReset(() => {
+    forget(everything)
+    cache.publish(channel, everything).catch(err => log?.warn({ err }, 'reset broadcast failed'))
+  })
+
+  async function read (id: string, still: () => boolean): Promise<T | null> {
+    let version = ''
+    if (shared) {
+      const remote = await cache.getVersioned(keyOf(id))
+      version = remote.version
+      if (remote.value !== null) {
+        const value = JSON.parse(remote.value) as T
+        if (still()) remember(id, value)
+        return value
+      }
+    }
+    const value = await load(id)
+    if (value !== null && still()) {
+      remember(id, value)
+      // Written back only if no invalidation bumped the key's version since it was read.
+      if (shared) await cache.setIfVersion(keyOf(id), JSON.stringify(value), ttl, version)
+    }
+    return value
+  }
+
+  return {
+    async get (id) {
+      // While the backend is unreachable, invalidations cannot reach this
+      // instance either, so nothing cached is trusted: the source answers.
+      if (!cache.healthy) return await load(id)
+      const hit = local.get(id)
+      if (hit && hit.expires > Date.now()) return hit.value
+      const inFlight = loading.get(id) ?? { generation: 0, loads: 0 }
+      loading.set(id, inFlight)
+      inFlight.loads++
+      const started = { generation: inFlight.generation, epoch }
+      try {
+        return await read(id, () => inFlight.generation === started.generation && epoch === started.epoch)
+      } finally {
+        if (--inFlight.loads === 0) loading.delete(id)
+      }
+    },
+    async invalidate (ids) {
+      if (ids.length === 0) return
+      forget(ids.join(' '))
+      if (shared) await cache.invalidate(...ids.map(keyOf))
+      await cache.publish(channel, ids.join(' '))
+    }
+  }
 }
 
 declare module 'fastify' {
@@ -57,18 +159,9 @@ export function createMemoryCache (): Cache & { close (): void } {
   }, 60_000)
   sweeper.unref()
 
-  return {
+  const cache: Cache & { close (): void } = {
     kind: 'memory',
     healthy: true,
-    async get (key) { return live(key)?.value ?? null },
-    async set (key, value, ttlSeconds) { entries.set(key, { value, expires: Date.now() + ttlSeconds * 1000 }) },
-    async del (...keys) { for (const key of keys) entries.delete(key) },
-    async incr (key, ttlSeconds) {
-      const entry = live(key) ?? { value: '0', expires: Date.now() + ttlSeconds * 1000 }
-      entry.value = String(Number(entry.value) + 1)
-      entries.set(key, entry)
-      return Number(entry.value)
-    },
     async getVersioned (key) { return { value: live(key)?.value ?? null, version: String(versions.get(key) ?? 0) } },
     async setIfVersion (key, value, ttlSeconds, version) {
       if (String(versions.get(key) ?? 0) === version) entries.set(key, { value, expires: Date.now() + ttlSeconds * 1000 })
@@ -83,6 +176,7 @@ export function createMemoryCache (): Cache & { close (): void } {
     subscribe (channel, handler) { bus.on(channel, handler) },
     onReset () {},
     async ping () { return true },
+    tiered: (namespace, options) => tiered(cache, undefined, namespace, options),
     close () {
       clearInterval(sweeper)
       entries.clear()
@@ -90,6 +184,7 @@ export function createMemoryCache (): Cache & { close (): void } {
       versions.clear()
     }
   }
+  return cache
 }
 
 // Compare-and-set: KEYS[1] the value, KEYS[2] its version; ARGV value, ttl, the version read.
@@ -173,19 +268,12 @@ function createRedisCache (client: Redis, subscriber: Redis, prefix: string, log
     }
   }
 
-  return {
+  const cache: Cache = {
     kind: 'redis',
     get healthy () {
       if (!trusted) maybeRecover()
       return trusted && subscriber.status === 'ready'
     },
-    get: key => attempt(null, () => client.get(namespace + key)),
-    set: (key, value, ttlSeconds) => attempt(undefined, async () => { await client.set(namespace + key, value, 'EX', ttlSeconds) }),
-    del: (...keys) => attempt(undefined, async () => { await client.del(...keys.map(k => namespace + k)) }),
-    incr: (key, ttlSeconds) => attempt(0, async () => {
-      const [[, count]] = await client.multi().incr(namespace + key).expire(namespace + key, ttlSeconds, 'NX').exec() as [[Error | null, number]]
-      return count
-    }),
     getVersioned: key => attempt({ value: null, version: '' }, async () => {
       const [value, version] = await client.mget(namespace + key, `${namespace}v:${key}`)
       return { value, version: version ?? '0' }
@@ -215,8 +303,10 @@ function createRedisCache (client: Redis, subscriber: Redis, prefix: string, log
       } catch {
         return false
       }
-    }
+    },
+    tiered: (namespace, options) => tiered(cache, log, namespace, options)
   }
+  return cache
 }
 
 export default fp(async (app) => {

@@ -22,47 +22,91 @@ async function eventually (check: () => boolean, ms = 2000) {
 function behaves (t: Test, makePair: (t: Test) => Promise<[Cache, Cache]>) {
   let made: Promise<[Cache, Cache]> | undefined
   const pair = () => (made ??= makePair(t))
-  t.test('get answers null for a key never set; set then get answers the value', async t => {
+  t.test('a versioned value: written only while its version is the one read; invalidate bumps the version and drops the value', async t => {
     const [cache] = await pair()
-    t.equal(await cache.get('missing'), null)
-    await cache.set('greeting', 'hello', 60)
-    t.equal(await cache.get('greeting'), 'hello')
-    await cache.set('greeting', 'again', 60)
-    t.equal(await cache.get('greeting'), 'again', 'set overwrites')
+    const before = await cache.getVersioned('greeting')
+    t.equal(before.value, null)
+    await cache.setIfVersion('greeting', 'hello', 60, before.version)
+    t.same(await cache.getVersioned('greeting'), { value: 'hello', version: before.version })
+    await cache.invalidate('greeting', 'never-set')
+    const after = await cache.getVersioned('greeting')
+    t.equal(after.value, null, 'dropped')
+    t.not(after.version, before.version, 'a new version')
+    await cache.setIfVersion('greeting', 'stale', 60, before.version)
+    t.equal((await cache.getVersioned('greeting')).value, null, 'a write with the old version is refused')
   })
 
-  t.test('a value is gone once its TTL has passed', async t => {
+  t.test('a versioned value is gone once its TTL has passed', async t => {
     const [cache] = await pair()
-    await cache.set('short', 'lived', 1)
-    await cache.set('long', 'lived', 60)
-    t.equal(await cache.get('short'), 'lived')
+    await cache.setIfVersion('short', 'lived', 1, (await cache.getVersioned('short')).version)
+    await cache.setIfVersion('long', 'lived', 60, (await cache.getVersioned('long')).version)
+    t.equal((await cache.getVersioned('short')).value, 'lived')
     await sleep(1100)
-    t.equal(await cache.get('short'), null, 'expired after 1 s')
-    t.equal(await cache.get('long'), 'lived', 'a longer TTL is still there')
+    t.equal((await cache.getVersioned('short')).value, null, 'expired after 1 s')
+    t.equal((await cache.getVersioned('long')).value, 'lived', 'a longer TTL is still there')
   })
 
-  t.test('del removes one or several keys', async t => {
-    const [cache] = await pair()
-    await cache.set('a', '1', 60)
-    await cache.set('b', '2', 60)
-    await cache.set('c', '3', 60)
-    await cache.del('a')
-    t.equal(await cache.get('a'), null)
-    await cache.del('b', 'c', 'never-set')
-    t.equal(await cache.get('b'), null)
-    t.equal(await cache.get('c'), null)
+  t.test('tiered: loads once, then serves from the cache; an invalidation on one instance reaches the other', async t => {
+    const [a, b] = await pair()
+    const namespace = `things-${randomUUID()}`
+    let source = 'first'
+    const loads: string[] = []
+    const load = async (id: string) => { loads.push(id); return id === 'missing' ? null : { id, source } }
+    const onA = a.tiered(namespace, { ttl: 60, load })
+    const onB = b.tiered(namespace, { ttl: 60, load })
+    t.same(await onA.get('x'), { id: 'x', source: 'first' })
+    t.same(await onA.get('x'), { id: 'x', source: 'first' })
+    t.same(loads, ['x'], 'loaded once')
+    t.same(await onB.get('x'), { id: 'x', source: 'first' })
+    t.equal(await onA.get('missing'), null)
+    t.equal(await onA.get('missing'), null)
+    t.same(loads.filter(id => id === 'missing'), ['missing', 'missing'], 'nothing found is never cached')
+
+    source = 'second'
+    await onA.invalidate(['x'])
+    t.same(await onA.get('x'), { id: 'x', source: 'second' }, 'the invalidating instance reloads at once')
+    // The broadcast takes a round trip through Redis.
+    let seenOnB: string | undefined
+    for (let i = 0; i < 100 && seenOnB !== 'second'; i++) {
+      seenOnB = (await onB.get('x'))?.source
+      if (seenOnB !== 'second') await sleep(20)
+    }
+    t.equal(seenOnB, 'second', 'the other instance reloads too')
   })
 
-  t.test('incr counts up and the count expires TTL seconds after the first increment', async t => {
+  t.test('tiered: a load that raced an invalidation of its id is not kept; one of another id is', async t => {
     const [cache] = await pair()
-    t.equal(await cache.incr('hits', 1), 1)
-    t.equal(await cache.incr('hits', 1), 2)
-    await sleep(600)
-    // A later increment does not push the expiry back: the window is fixed.
-    t.equal(await cache.incr('hits', 1), 3)
-    await sleep(500)
-    t.equal(await cache.incr('hits', 1), 1, 'a new window starts at 1')
-    t.equal(await cache.incr('other', 60), 1, 'counters are per key')
+    const namespace = `raced-${randomUUID()}`
+    let version = 1
+    let release!: () => void
+    let held: Promise<void> | undefined
+    const loads: string[] = []
+    let bothRead!: () => void
+    const reading = new Promise<void>(resolve => { bothRead = resolve })
+    const things = cache.tiered(namespace, {
+      ttl: 60,
+      async load (id) {
+        loads.push(id)
+        const read = version
+        if (loads.length === 2) bothRead()
+        await held
+        return { id, version: read }
+      }
+    })
+    held = new Promise(resolve => { release = resolve })
+    const racing = things.get('a')
+    const other = things.get('b')
+    // Both loads have read; the change commits and invalidates 'a' before they finish.
+    await reading
+    version = 2
+    await things.invalidate(['a'])
+    release()
+    held = undefined
+    t.same(await racing, { id: 'a', version: 1 }, 'the racing read answers what it read')
+    t.same(await other, { id: 'b', version: 1 })
+    t.same(await things.get('a'), { id: 'a', version: 2 }, 'but it was not kept: the next read loads again')
+    t.same(await things.get('b'), { id: 'b', version: 1 }, "and the other id's load was kept")
+    t.same(loads, ['a', 'b', 'a'])
   })
 
   t.test('a published message reaches every subscriber, on the other instance too', async t => {
@@ -124,8 +168,9 @@ t.test('Redis backend', { skip: skipRedis }, async t => {
   t.test('keys of another prefix are not visible', async t => {
     const a = await build(t)
     const b = await build(t)
-    await a.cache.set('shared-name', 'a', 60)
-    t.equal(await b.cache.get('shared-name'), null)
+    await a.cache.setIfVersion('shared-name', 'a', 60, (await a.cache.getVersioned('shared-name')).version)
+    t.equal((await a.cache.getVersioned('shared-name')).value, 'a')
+    t.equal((await b.cache.getVersioned('shared-name')).value, null)
   })
 })
 
@@ -138,10 +183,14 @@ t.test('an unreachable Redis: the app starts, and the cache answers misses at on
   t.equal(app.cache.healthy, false)
 
   const begin = Date.now()
-  t.equal(await app.cache.get('anything'), null)
-  await app.cache.set('anything', 'value', 60)
-  t.equal(await app.cache.incr('counter', 60), 0, 'incr reports nothing counted')
-  await app.cache.del('anything')
+  t.same(await app.cache.getVersioned('anything'), { value: null, version: '' })
+  await app.cache.setIfVersion('anything', 'value', 60, '0')
+  await app.cache.invalidate('anything')
+  let loads = 0
+  const things = app.cache.tiered('things', { ttl: 60, load: async id => { loads++; return { id } } })
+  t.same(await things.get('x'), { id: 'x' })
+  t.same(await things.get('x'), { id: 'x' })
+  t.equal(loads, 2, 'nothing is cached while Redis is not trusted: the source answers every time')
   await app.cache.publish('channel', 'message')
   t.equal(await app.cache.ping(), false)
   t.ok(Date.now() - begin < 1000, `every call answered without waiting (${Date.now() - begin} ms)`)
