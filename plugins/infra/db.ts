@@ -69,17 +69,15 @@ export function createDatabase (config: Config, pglite?: PGlite): Kysely<Databas
 // running it again from the start is the documented remedy.
 const retryable = new Set(['40P01', '40001'])
 
-export interface TransactionOptions {
-  /** Runs after the first try, so at most 1 + retries runs in all. */
-  retries?: number
-  /** The longest pause before the last retry; each pause is random up to its bound (jitter). */
-  maxDelayMs?: number
-}
+// Retries after the first try, and the longest pause before the last one;
+// each pause is random up to its bound (jitter), so the transactions that
+// deadlocked do not meet again in step.
+const retries = 4
+const maxDelayMs = 100
 
 const codeOf = (err: unknown) => (err as { code?: unknown } | null)?.code
 
-export function createTransaction (db: Kysely<Database>, log: FastifyBaseLogger, options: TransactionOptions = {}): Transact {
-  const { retries = 4, maxDelayMs = 100 } = options
+function createTransaction (db: Kysely<Database>, log: FastifyBaseLogger): Transact {
   return async function transaction<T> (work: Work<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const hooks: Array<() => unknown> = []
