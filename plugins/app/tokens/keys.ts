@@ -8,7 +8,7 @@ type AsymmetricAlgorithm = 'RS256' | 'ES256' | 'EdDSA'
 
 /** A public JWK as the JWKS publishes it: public parameters only. */
 export interface PublicJwk {
-  kty: string
+  kty: 'RSA' | 'EC' | 'OKP'
   crv?: string
   n?: string
   e?: string
@@ -88,7 +88,7 @@ function valueOrFile (config: Config, name: 'JWT_PRIVATE_KEY' | 'JWT_PREVIOUS_PU
 
 function publicJwk (key: KeyObject, kid: string, alg: AsymmetricAlgorithm): PublicJwk {
   const { kty, crv, n, e, x, y } = key.export({ format: 'jwk' })
-  return { kty: kty as string, ...(crv && { crv }), ...(n && { n, e }), ...(x && { x }), ...(y && { y }), kid, alg, use: 'sig' }
+  return { kty: kty as PublicJwk['kty'], ...(crv && { crv }), ...(n && { n, e }), ...(x && { x }), ...(y && { y }), kid, alg, use: 'sig' }
 }
 
 /** The public keys of a variable holding several PEM blocks one after another. */
