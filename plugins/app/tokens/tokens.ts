@@ -62,13 +62,11 @@ export interface RefreshRecord {
 // Headers that point at a key somewhere else: a token never chooses its own key.
 const foreignKeyHeaders = ['jku', 'x5u', 'jwk', 'x5c']
 
-/** The JWS header of a token, or undefined when it is not a JSON object. Only read to pick the key. */
-function headerOf (token: string): Record<string, unknown> | undefined {
-  const dot = token.indexOf('.')
-  if (dot <= 0) return undefined
+/** A base64url segment holding a JSON object, or undefined. Headers are only read to pick the key. */
+function jsonObject (segment: string): Record<string, unknown> | undefined {
   try {
-    const header: unknown = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString('utf8'))
-    return header !== null && typeof header === 'object' && !Array.isArray(header) ? header as Record<string, unknown> : undefined
+    const value: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'))
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? value as Record<string, unknown> : undefined
   } catch {
     return undefined
   }
@@ -99,7 +97,7 @@ function createSealer (encryption: NonNullable<Keyring['encryption']>) {
     const parts = token.split('.')
     if (parts.length !== 5 || !parts.every(part => base64url.test(part))) return undefined
     const [encodedHeader, encryptedKey, encodedIv, encodedCiphertext, encodedTag] = parts
-    const fields = headerOf(encodedHeader + '.')
+    const fields = jsonObject(encodedHeader)
     if (!fields || encryptedKey !== '') return undefined
     // Exactly the members we write: no `zip`, no `crit`, no other algorithm.
     if (Object.keys(fields).sort().join() !== jweHeaderMembers.join() || fields.alg !== 'dir' || fields.enc !== 'A256GCM' || fields.cty !== 'JWT') return undefined
@@ -166,7 +164,7 @@ function createTokens (app: FastifyInstance) {
   function verify (token: string, kind: 'refresh'): RefreshClaims
   function verify (token: string, kind: TokenKind): AccessClaims | RefreshClaims {
     const jws = unwrap(token)
-    const header = headerOf(jws)
+    const header = jsonObject(jws.slice(0, Math.max(jws.indexOf('.'), 0)))
     if (!header || foreignKeyHeaders.some(name => name in header) || typeof header.kid !== 'string') throw new AppError('token_invalid')
     const verifier = verifiers.get(header.kid)
     if (!verifier) throw new AppError('token_invalid')

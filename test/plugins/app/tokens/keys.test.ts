@@ -212,6 +212,12 @@ t.test('JWT_PRIVATE_KEY_FILE, and PEMs with literal \\n as some platforms pass t
   t.same(await jwks(fromFile), await jwks(flat), 'the same key either way')
   const account = await register(fromFile)
   t.equal((await profile(flat, account.tokens.accessToken)).statusCode, 200, 'one instance verifies the other\'s tokens')
+
+  const [next, older, old] = [pair('ES256'), pair('RS256'), pair('EdDSA')]
+  writeFileSync(join(dir, 'next.pem.pub'), next.publicPem)
+  writeFileSync(join(dir, 'previous.pem.pub'), older.publicPem + old.publicPem)
+  const staged = await build(t, { JWT_ALGORITHM: 'EdDSA', JWT_PRIVATE_KEY_FILE: join(dir, 'key.pem'), JWT_NEXT_PUBLIC_KEY_FILE: join(dir, 'next.pem.pub'), JWT_PREVIOUS_PUBLIC_KEYS_FILE: join(dir, 'previous.pem.pub') })
+  t.same((await jwks(staged)).map(k => k.alg), ['EdDSA', 'ES256', 'RS256', 'EdDSA'], 'current, next, then the previous keys, from their files')
 })
 
 t.test('boot refusals name the variable (and never echo key material)', async t => {
