@@ -1,51 +1,13 @@
-import { createCipheriv, createHmac, createPublicKey, generateKeyPairSync, randomBytes, verify as cryptoVerify, type JsonWebKey } from 'node:crypto'
-import { execFile } from 'node:child_process'
+import { createCipheriv, createHmac, generateKeyPairSync, randomBytes } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
-import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
+import { Redis } from 'ioredis'
 import { calculateJwkThumbprint, compactDecrypt, CompactEncrypt } from 'jose'
-import { authed, build, lastCode, refresh, register, startSmtp, type App, type Env } from '../../../helper.js'
-
-type Json = Record<string, any>
-const part = (token: string, index: number): Json => JSON.parse(Buffer.from(token.split('.')[index], 'base64url').toString('utf8'))
-const root = fileURLToPath(new URL('../../../..', import.meta.url))
-
-const pair = (alg: 'RS256' | 'ES256' | 'EdDSA') => {
-  const { privateKey, publicKey } = alg === 'RS256'
-    ? generateKeyPairSync('rsa', { modulusLength: 2048 })
-    : alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519')
-  return {
-    alg,
-    privatePem: privateKey.export({ format: 'pem', type: 'pkcs8' }) as string,
-    publicPem: publicKey.export({ format: 'pem', type: 'spki' }) as string
-  }
-}
-const asymmetric = (key: ReturnType<typeof pair>): Env => ({ JWT_ALGORITHM: key.alg, JWT_PRIVATE_KEY: key.privatePem, JWT_SECRET: undefined })
-const encryptionKey = () => randomBytes(32).toString('base64url')
-
-async function jwks (app: App): Promise<Json[]> {
-  const res = await app.inject({ url: '/.well-known/jwks.json' })
-  if (res.statusCode !== 200) throw new Error(`jwks: ${res.statusCode}`)
-  return res.json().keys
-}
-
-/** What another service does with a JWKS it fetched: plain node:crypto, no latchkey code. */
-function verifiedByJwks (token: string, keys: Json[]): boolean {
-  const [h, p, s] = token.split('.')
-  const header = part(token, 0)
-  const jwk = keys.find(k => k.kid === header.kid)
-  if (!jwk || jwk.alg !== header.alg) return false
-  const { kty, crv, n, e, x, y } = jwk
-  const key = createPublicKey({ key: { kty, crv, n, e, x, y } as JsonWebKey, format: 'jwk' })
-  const data = Buffer.from(`${h}.${p}`)
-  const signature = Buffer.from(s, 'base64url')
-  if (jwk.alg === 'RS256') return cryptoVerify('sha256', data, key, signature)
-  if (jwk.alg === 'ES256') return cryptoVerify('sha256', data, { key, dsaEncoding: 'ieee-p1363' }, signature)
-  return cryptoVerify(null, data, key, signature)
-}
+import { authed, build, freePort, lastCode, refresh, register, startRedis, startSmtp, type App, type Env } from '../../../helper.js'
+import { asymmetric, encryptionKey, jwks, pair, part, profile, verifiedByJwks, type Json } from './fixtures.js'
 
 /** A compact JWE with any header, made the way RFC 7516 says, to try headers jose would not write. */
 function sealRaw (plaintext: string, header: Json, key: string): string {
@@ -56,14 +18,7 @@ function sealRaw (plaintext: string, header: Json, key: string): string {
   return [encodedHeader, '', iv.toString('base64url'), ciphertext.toString('base64url'), cipher.getAuthTag().toString('base64url')].join('.')
 }
 
-const profile = (app: App, token: string) => authed(app, token, { url: '/profile' })
 const check = (app: App, token: string) => app.inject({ method: 'POST', url: '/auth/token/verify', payload: { token } })
-const login = async (app: App, email: string) => {
-  const res = await app.inject({ method: 'POST', url: '/auth/login', payload: { email, password: 'correct horse battery staple' } })
-  if (res.statusCode !== 200) throw new Error(`login: ${res.statusCode} ${res.body}`)
-  return res.json().tokens as { accessToken: string, refreshToken: string }
-}
-
 /** register → profile → verify → refresh → verify → logout → revoked, on one instance. */
 async function lifecycle (t: Test, app: App) {
   const account = await register(app)
@@ -189,20 +144,6 @@ t.test('kid: the thumbprint, unless JWT_KEY_ID names it; HS tokens carry one too
   t.equal(part(hsAccount.tokens.accessToken, 0).kid, await calculateJwkThumbprint({ kty: 'oct', k: Buffer.from(secret).toString('base64url') }))
 })
 
-t.test('npm run keys:generate prints a PKCS#8 PEM and the kid the service gives it', async t => {
-  for (const alg of ['ES256', 'RS256', 'EdDSA'] as const) {
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'scripts/keys-generate.ts', '--alg', alg], { cwd: root })
-    const kid = /^# kid: (\S+)/.exec(stdout)?.[1]
-    const privatePem = /-----BEGIN PRIVATE KEY-----[^-]+-----END PRIVATE KEY-----\n/.exec(stdout)?.[0]
-    const publicPem = /-----BEGIN PUBLIC KEY-----[^-]+-----END PUBLIC KEY-----\n/.exec(stdout)?.[0]
-    t.ok(kid && privatePem && publicPem, `${alg}: a kid, a private and a public key`)
-    const app = await build(t, { JWT_ALGORITHM: alg, JWT_PRIVATE_KEY: privatePem, JWT_NEXT_PUBLIC_KEY: pair(alg).publicPem })
-    t.equal((await jwks(app))[0].kid, kid, `${alg}: the printed kid is the published one`)
-    await app.close()
-  }
-  await t.rejects(promisify(execFile)(process.execPath, ['--import', 'tsx', 'scripts/keys-generate.ts', '--alg', 'HS256'], { cwd: root }), { code: 2 }, 'an unknown algorithm is refused')
-})
-
 t.test('JWT_PRIVATE_KEY_FILE, and PEMs with literal \\n as some platforms pass them', async t => {
   const key = pair('EdDSA')
   const dir = mkdtempSync(join(tmpdir(), 'latchkey-keys-'))
@@ -289,104 +230,15 @@ t.test('rotating the signing key leaves the email codes in flight working', asyn
   t.equal(res.statusCode, 200, 'the code mailed before the switch confirms the address after it')
 })
 
-/**
- * SPEC §10's drill, across restarts on one database: 0 → publish next → sign
- * with it → retire the old. `stages` are the environments of the four starts.
- */
-async function drill (t: Test, stages: [Env, Env, Env, Env], published: boolean) {
-  const start = (stage: number) => build(t, stages[stage])
-  const s0 = await start(0)
-  const account = await register(s0)
-  const first = account.tokens
-  await s0.close()
-
-  // 1. The next key is accepted (and published) but signs nothing yet.
-  const s1 = await start(1)
-  const cached = await jwks(s1)
-  t.equal((await profile(s1, first.accessToken)).statusCode, 200, 'step 1: a token from before still works')
-  const atStep1 = await login(s1, account.email)
-  t.equal(part(atStep1.accessToken, 0).kid, part(first.accessToken, 0).kid, 'step 1: still signed with the old key')
-
-  // 2. Sign with the new key. During a rolling restart, step-1 instances run beside step-2 ones.
-  const s2 = await start(2)
-  const atStep2 = await login(s2, account.email)
-  t.not(part(atStep2.accessToken, 0).kid, part(first.accessToken, 0).kid, 'step 2: signed with the new key')
-  t.equal((await profile(s1, atStep2.accessToken)).statusCode, 200, 'step 2: an instance still at step 1 accepts the new tokens')
-  if (published) t.ok(verifiedByJwks(atStep2.accessToken, cached), 'step 2: a JWKS fetched before the switch verifies tokens signed after it')
-  t.equal((await profile(s2, first.accessToken)).statusCode, 200, 'step 2: tokens signed before keep working')
-  t.equal((await profile(s2, atStep1.accessToken)).statusCode, 200)
-  const renewed = await refresh(s2, first.refreshToken)
-  t.equal(renewed.statusCode, 200, 'step 2: a refresh token from before rotates')
-  t.not(part(renewed.json().tokens.accessToken, 0).kid, part(first.accessToken, 0).kid, 'into tokens of the new key')
-  await s1.close()
-  await s2.close()
-
-  // 3. Retire the old key (after the longest token it signed has expired): what it signed is refused.
-  const s3 = await start(3)
-  t.equal((await profile(s3, atStep2.accessToken)).statusCode, 200, 'step 3: the new key\'s tokens work')
-  t.equal((await refresh(s3, renewed.json().tokens.refreshToken)).statusCode, 200)
-  const old = await profile(s3, atStep1.accessToken)
-  t.equal(old.statusCode, 401, 'step 3: a token of the retired key is refused')
-  t.equal(old.json().code, 'token_invalid')
-  const oldRefresh = await refresh(s3, atStep1.refreshToken)
-  t.equal(oldRefresh.statusCode, 400, 'and its refresh token')
-  t.equal(oldRefresh.json().code, 'token_invalid')
-  return { cached, final: published ? await jwks(s3) : [] }
-}
-
-t.test('rotation drill: ES256 key to a new ES256 key', async t => {
-  const [k1, k2] = [pair('ES256'), pair('ES256')]
-  const { cached, final } = await drill(t, [
-    asymmetric(k1),
-    { ...asymmetric(k1), JWT_NEXT_PUBLIC_KEY: k2.publicPem },
-    { ...asymmetric(k2), JWT_PREVIOUS_PUBLIC_KEYS: k1.publicPem },
-    asymmetric(k2)
-  ], true)
-  t.equal(cached.length, 2, 'step 1 publishes the current and the next key')
-  t.equal(final.length, 1, 'step 3 publishes only the new key')
-  t.equal(final[0].kid, cached[1].kid, 'the next key of step 1 is the current key of step 3')
-})
-
-t.test('rotation drill: RS256 to EdDSA (a rotation may change algorithm), two previous keys in one value', async t => {
-  const [older, k1, k2] = [pair('RS256'), pair('RS256'), pair('EdDSA')]
-  await drill(t, [
-    asymmetric(k1),
-    { ...asymmetric(k1), JWT_NEXT_PUBLIC_KEY: k2.publicPem },
-    { ...asymmetric(k2), JWT_PREVIOUS_PUBLIC_KEYS: older.publicPem + k1.publicPem },
-    asymmetric(k2)
-  ], true)
-})
-
-t.test('rotation drill: HS256 secret to a new secret (JWT_PREVIOUS_SECRETS; nothing published)', async t => {
-  const [s1, s2] = ['a'.repeat(16) + randomBytes(24).toString('base64url'), 'b'.repeat(16) + randomBytes(24).toString('base64url')]
-  await drill(t, [
-    { JWT_SECRET: s1 },
-    { JWT_SECRET: s1, JWT_PREVIOUS_SECRETS: s2 },
-    { JWT_SECRET: s2, JWT_PREVIOUS_SECRETS: s1 },
-    { JWT_SECRET: s2 }
-  ], false)
-})
-
-t.test('rotation drill: HS256 to ES256, the next key published while HS256 still signs', async t => {
-  const secret = randomBytes(32).toString('base64url')
-  const key = pair('ES256')
-  const { cached } = await drill(t, [
-    { JWT_SECRET: secret },
-    { JWT_SECRET: secret, JWT_NEXT_PUBLIC_KEY: key.publicPem },
-    { ...asymmetric(key), JWT_PREVIOUS_SECRETS: secret },
-    asymmetric(key)
-  ], true)
-  t.equal(cached.length, 1, 'under HS256 the JWKS holds the next key only, never the secret')
-})
-
-t.test('rotation drill: TOKEN_ENCRYPTION_KEY (TOKEN_ENCRYPTION_PREVIOUS_KEYS still decrypt)', async t => {
-  const [e1, e2] = [encryptionKey(), encryptionKey()]
-  const secret = { JWT_SECRET: randomBytes(32).toString('base64url') }
-  // The signing key stays; the kid the drill looks at is the JWE's.
-  await drill(t, [
-    { ...secret, TOKEN_ENCRYPTION_KEY: e1 },
-    { ...secret, TOKEN_ENCRYPTION_KEY: e1, TOKEN_ENCRYPTION_PREVIOUS_KEYS: e2 },
-    { ...secret, TOKEN_ENCRYPTION_KEY: e2, TOKEN_ENCRYPTION_PREVIOUS_KEYS: e1 },
-    { ...secret, TOKEN_ENCRYPTION_KEY: e2 }
-  ], false)
+t.test('a boot refusal closes what was opened before it (no Redis or PostgreSQL sockets left behind)', async t => {
+  const port = await freePort()
+  const redis = await startRedis(port)
+  t.teardown(() => { redis.kill() })
+  const probe = new Redis({ port })
+  t.teardown(() => probe.disconnect())
+  const clients = async () => String(await probe.client('LIST')).trim().split('\n').length
+  await t.rejects(build(t, { REDIS_URL: `redis://127.0.0.1:${port}`, JWT_ALGORITHM: 'ES256', JWT_SECRET: undefined }), /JWT_PRIVATE_KEY/)
+  // The subscriber's disconnect is not acknowledged: wait for Redis to see it go.
+  for (let i = 0; i < 100 && await clients() > 1; i++) await sleep(50)
+  t.equal(await clients(), 1, 'only the probe is still connected')
 })
