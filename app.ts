@@ -89,6 +89,13 @@ export async function buildApp (options: BuildOptions = {}) {
     return503OnClosing: true
   }).withTypeProvider<TypeBoxTypeProvider>()
   // Unencapsulated, so the server and the tests see the decorators (app.config, app.db, …).
-  await fastify.register(fp(app), { config, pglite: options.pglite })
+  try {
+    await fastify.register(fp(app), { config, pglite: options.pglite })
+  } catch (err) {
+    // A plugin refused to start (a wrong key, say) after the pool and Redis were
+    // opened: close them, or a caller that survives the error keeps their sockets.
+    await fastify.close()
+    throw err
+  }
   return fastify
 }
