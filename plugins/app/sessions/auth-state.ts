@@ -73,17 +73,22 @@ export default fp(async (app) => {
     let version = ''
     if (trusted) {
       const hit = local.get(key)
-      if (hit && hit.expires > Date.now()) return hit.value as T
+      if (hit && hit.expires > Date.now()) {
+        app.metrics.stateLookup('in_process')
+        return hit.value as T
+      }
       if (shared) {
         const remote = await shared.getVersioned(key)
         version = remote.version
         if (remote.value !== null) {
+          app.metrics.stateLookup('redis')
           const value = JSON.parse(remote.value) as T
           if (before === invalidations) remember(key, value)
           return value
         }
       }
     }
+    app.metrics.stateLookup('database')
     const value = await load()
     if (value !== null && trusted && before === invalidations) {
       remember(key, value)
@@ -126,4 +131,4 @@ export default fp(async (app) => {
       await cache.publish(channel, keys.join(' '))
     }
   })
-}, { name: 'auth-state', dependencies: ['config', 'db', 'cache'] })
+}, { name: 'auth-state', dependencies: ['config', 'db', 'cache', 'metrics'] })
