@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { perIp } from '../../../plugins/infra/rate-limit.js'
-import { bumpTokenVersion, findUserByEmail, findUserById, markEmailVerified, setPasswordHash } from '../../../db/queries/users.js'
+import { bumpTokenVersion, findUserById, markEmailVerified, setPasswordHash } from '../../../db/queries/users.js'
 import { findSession, revokeSessions } from '../../../db/queries/sessions.js'
 import { revokeSessionRefreshTokens } from '../../../db/queries/refresh-tokens.js'
 import { AppError } from '../../../plugins/infra/errors.js'
@@ -22,8 +22,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       response: forgotResponses
     }
   }, async (request, reply) => {
-    const user = await findUserByEmail(app.db, request.body.email)
-    if (user && user.disabled_at === null) await app.emailCodes.send(user, 'reset_password')
+    app.emailCodes.request(request.body.email, 'reset_password')
     reply.code(202)
     return { message: mailed }
   })
