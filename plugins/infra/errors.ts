@@ -86,7 +86,7 @@ function send (reply: FastifyReply, code: ErrorCode, statusCode: number, message
 
 // Longer URLs are refused before routing; Node's own limit (the 16 KiB of
 // headers, the request line included) answers 431 beyond it.
-export const maxUrlLength = 8 * 1024
+const maxUrlLength = 8 * 1024
 
 /**
  * Errors Node's HTTP parser raises before Fastify sees a request (Fastify's
