@@ -39,13 +39,6 @@ t.test('GET /ready stays 200, reported as degraded, when only the cache (Redis) 
   t.equal(login.json().code, 'invalid_credentials', 'and requests are served')
 })
 
-t.test('GET /ready with everything up: ok', async t => {
-  const app = await build(t)
-  const res = await app.inject({ url: '/ready' })
-  t.equal(res.statusCode, 200)
-  t.same(res.json(), { status: 'ok', database: 'ok', cache: 'ok' })
-})
-
 /** A TCP proxy in front of a real server, which a test can cut and restore. */
 async function tcpProxy (t: Test, target: string) {
   const { hostname, port: targetPort } = new URL(target)
