@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
@@ -6,6 +8,7 @@ import fp from 'fastify-plugin'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { PGlite } from '@electric-sql/pglite'
 import configPlugin, { loadConfig, type Config } from './config.js'
+import { clientErrorHandler, frameworkErrors } from './plugins/infra/errors.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
@@ -32,6 +35,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   // The API takes JSON only: a text/plain body is refused with 415, as every
   // other type is, instead of reaching validation as a string.
   fastify.removeContentTypeParser('text/plain')
+  // First of all hooks, so every reply carries it, the errors of later hooks too.
+  fastify.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
   // Everything reads the configuration, the ecosystem plugins too: it comes first.
   await fastify.register(configPlugin, opts)
   await fastify.register(autoload, { dir: path.join(here, 'plugins/external'), options: opts })
@@ -64,6 +69,14 @@ function loggerOptions (config: Config, stream?: LogStream): FastifyServerOption
   }
 }
 
+// A caller's request id is kept when it is short and harmless in a log line or a header.
+const safeRequestId = /^[A-Za-z0-9._-]{1,64}$/
+
+function requestId (req: IncomingMessage): string {
+  const sent = req.headers['x-request-id']
+  return typeof sent === 'string' && safeRequestId.test(sent) ? sent : randomUUID()
+}
+
 export interface BuildOptions {
   /** Environment variables; the process environment when absent. */
   env?: Record<string, string | undefined>
@@ -83,10 +96,26 @@ export async function buildApp (options: BuildOptions = {}) {
     bodyLimit: 16 * 1024,
     // Bodies are validated as sent: `["a@b.c"]` is not an email, `"1"` is not a number.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false } },
-    forceCloseConnections: false,
+    // A shutdown closes idle keep-alive connections at once; the server's grace ends the rest (server.ts).
+    forceCloseConnections: 'idle',
     // PGlite's first start (initdb in DATA_DIR) takes many seconds on a small machine.
     pluginTimeout: 120_000,
-    return503OnClosing: true
+    // The errors plugin answers while closing, in the §12 shape with Retry-After.
+    return503OnClosing: false,
+    requestIdHeader: false,
+    genReqId: requestId,
+    clientErrorHandler,
+    frameworkErrors,
+    // Slow clients are bounded: headers must arrive within HEADERS_TIMEOUT, the whole
+    // request within REQUEST_TIMEOUT, and a silent socket closes after CONNECTION_TIMEOUT.
+    requestTimeout: config.REQUEST_TIMEOUT * 1000,
+    connectionTimeout: config.CONNECTION_TIMEOUT * 1000,
+    keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT * 1000,
+    http: {
+      headersTimeout: config.HEADERS_TIMEOUT * 1000,
+      // Node checks both timeouts on this interval (30 s by default): a quarter of the header timeout keeps it close.
+      connectionsCheckingInterval: Math.max(250, Math.min(config.HEADERS_TIMEOUT * 250, 30_000))
+    }
   }).withTypeProvider<TypeBoxTypeProvider>()
   // Unencapsulated, so the server and the tests see the decorators (app.config, app.db, …).
   try {

@@ -3,7 +3,7 @@ import { existsSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSyn
 import { join, resolve } from 'node:path'
 import fp from 'fastify-plugin'
 import envSchema from 'env-schema'
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
 
 // A duration is whole seconds, or a number with a unit: 300, 90s, 5m, 2h, 1d.
 const Duration = (fallback: string) => Type.String({ pattern: '^[0-9]+(s|m|h|d)?$', default: fallback })
@@ -17,6 +17,14 @@ export const EnvSchema = Type.Object({
   DATA_DIR: Type.String({ default: './.data' }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
   TRUST_PROXY: Type.String({ default: 'false' }),
+  CORS_ORIGINS: Type.Optional(Type.String()),
+  REFRESH_COOKIE: Type.Union([Type.Literal('off'), Type.Literal('on')], { default: 'off' }),
+  METRICS_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+  HEADERS_TIMEOUT: Duration('10s'),
+  REQUEST_TIMEOUT: Duration('30s'),
+  KEEP_ALIVE_TIMEOUT: Duration('5s'),
+  CONNECTION_TIMEOUT: Duration('60s'),
+  SHUTDOWN_GRACE: Duration('10s'),
 
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   DATABASE_POOL_MAX: Count(10),
@@ -81,14 +89,16 @@ export const EnvSchema = Type.Object({
 
 type Env = Static<typeof EnvSchema>
 type DurationKey = {
-  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | 'JWT_LEEWAY' | 'JWKS_MAX_AGE' | 'REDIS_CONNECT_TIMEOUT' ? K : never) : never
+  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | `${string}_TIMEOUT` | 'JWT_LEEWAY' | 'JWKS_MAX_AGE' | 'SHUTDOWN_GRACE' ? K : never) : never
 }[keyof Env]
 
 /** The environment, validated, with durations in seconds and the secrets resolved (JWT_SECRET under HS* only). */
-export type Config = Omit<Env, DurationKey | 'TRUST_PROXY' | 'JWT_ALGORITHM'> & Record<DurationKey, number> & {
+export type Config = Omit<Env, DurationKey | 'TRUST_PROXY' | 'JWT_ALGORITHM' | 'CORS_ORIGINS'> & Record<DurationKey, number> & {
   JWT_ALGORITHM: Algorithm
   APP_SECRET: string
   TRUST_PROXY: TrustProxy
+  /** Exact origins allowed by CORS; empty = no CORS headers at all. */
+  CORS_ORIGINS: string[]
 }
 
 export type Algorithm = 'HS256' | 'HS384' | 'HS512' | 'RS256' | 'ES256' | 'EdDSA'
@@ -144,24 +154,99 @@ function resolveSecret (env: Env, name: 'JWT_SECRET' | 'APP_SECRET', fileName: s
   return secret
 }
 
+/** Every problem with the environment at once, each naming its variable; thrown before anything starts. */
+export class ConfigError extends Error {
+  constructor (readonly problems: string[]) {
+    super(`The configuration has ${problems.length === 1 ? 'a problem' : `${problems.length} problems`}:\n${problems.map(p => `  ${p}`).join('\n')}`)
+    this.name = 'ConfigError'
+  }
+}
+
+// What a variable accepts, in words, for the message when its value does not fit.
+const urlForms: Record<string, string> = {
+  DATABASE_URL: 'a URL starting with postgres:// or postgresql://',
+  REDIS_URL: 'a URL starting with redis:// or rediss://',
+  SMTP_URL: 'a URL starting with smtp:// or smtps://'
+}
+
+function acceptedForm (name: string): string {
+  const schema = EnvSchema.properties[name as keyof Env] as TSchema & Record<string, any>
+  if (name in urlForms) return urlForms[name]
+  if (schema.pattern === Duration('0').pattern) return 'a number of seconds, or a number with s, m, h or d'
+  if (schema.anyOf) return `one of ${schema.anyOf.map((s: { const: unknown }) => s.const).join(', ')}`
+  if (schema.type === 'boolean') return 'true or false'
+  if (schema.type === 'integer') {
+    return schema.maximum === undefined ? `a whole number, at least ${schema.minimum}` : `a whole number from ${schema.minimum} to ${schema.maximum}`
+  }
+  if (schema.minLength !== undefined) return `at least ${schema.minLength} characters`
+  return 'a string'
+}
+
+// Values worth echoing back; secrets and URLs (which may carry a password) are not.
+const echoable = (name: string) => !/SECRET|_URL$/.test(name)
+
+const origin = /^https?:\/\/[^/\s?#]+$/
+
 export function loadConfig (env: Record<string, string | undefined> = process.env, dotenv = false): Config {
   // Empty values count as unset, as they do in most .env tooling.
-  const data = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''))
-  const parsed = envSchema<Env>({ schema: EnvSchema, data, env: false, dotenv })
+  const data: Record<string, string> = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== '')) as Record<string, string>
+  const problems = new Map<string, string>()
+  const problem = (name: string, text: string) => { if (!problems.has(name)) problems.set(name, `${name}: ${text}`) }
+
+  let parsed: Env
+  try {
+    parsed = envSchema<Env>({ schema: EnvSchema, data, env: false, dotenv })
+  } catch (err) {
+    const invalid = (err as { errors?: Array<{ instancePath: string, params: { missingProperty?: string } }> }).errors
+    if (!invalid) throw err
+    for (const e of invalid) {
+      const name = e.instancePath.replace(/^\//, '').split('/')[0] || e.params.missingProperty || ''
+      if (!(name in EnvSchema.properties)) continue
+      const value = data[name]
+      problem(name, acceptedForm(name) + (echoable(name) && value !== undefined ? ` (got "${value}")` : ''))
+      delete data[name]
+    }
+    // The rest is checked with the wrong values left out, so every problem is reported in one go.
+    parsed = envSchema<Env>({ schema: EnvSchema, data, env: false, dotenv })
+  }
+
   const config = { ...parsed } as unknown as Config
   for (const key of durationKeys) config[key] = seconds(parsed[key] as string)
   config.TRUST_PROXY = trustProxy(parsed.TRUST_PROXY)
-  // An asymmetric deployment signs with its private key and needs no HMAC secret.
-  if (parsed.JWT_ALGORITHM.startsWith('HS')) config.JWT_SECRET = resolveSecret(parsed, 'JWT_SECRET', 'jwt-secret', 'the token-signing secret')
-  config.APP_SECRET = resolveSecret(parsed, 'APP_SECRET', 'app-secret', 'the root of the email-code key')
-  // Without SMTP the one-time codes are written to the log: fine on a laptop, never in production.
-  if (parsed.NODE_ENV === 'production' && !parsed.SMTP_URL) {
-    throw new Error('SMTP_URL is required when NODE_ENV=production (without it, email codes would be written to the log)')
+  config.CORS_ORIGINS = (parsed.CORS_ORIGINS ?? '').split(',').map(o => o.trim()).filter(Boolean)
+  // A secret refused above is not generated in its place; an asymmetric
+  // deployment signs with its private key and needs no HMAC secret.
+  const secrets = [
+    ['JWT_SECRET', 'jwt-secret', 'the token-signing secret', parsed.JWT_ALGORITHM.startsWith('HS')],
+    ['APP_SECRET', 'app-secret', 'the root of the email-code key', true]
+  ] as const
+  for (const [name, fileName, why, needed] of secrets) {
+    if (!needed || problems.has(name)) continue
+    try {
+      config[name] = resolveSecret(parsed, name, fileName, why)
+    } catch (err) {
+      const [, named = name, text = (err as Error).message] = /^([A-Z][A-Z0-9_]+) (?:is )?(.*)$/s.exec((err as Error).message) ?? []
+      problem(named, text)
+    }
+  }
+
+  const bad = config.CORS_ORIGINS.filter(o => !origin.test(o))
+  if (bad.length > 0) problem('CORS_ORIGINS', `comma-separated origins such as https://app.example.com (scheme and host, no path); not ${bad.join(', ')}`)
+  if (parsed.NODE_ENV === 'production') {
+    // A misspelt DATABASE_URL must not silently run production on a file in DATA_DIR.
+    if (!parsed.DATABASE_URL) problem('DATABASE_URL', 'required when NODE_ENV=production (the embedded database is for development)')
+    // Without SMTP the one-time codes are written to the log: fine on a laptop, never in production.
+    if (!parsed.SMTP_URL) problem('SMTP_URL', 'required when NODE_ENV=production (without it, email codes would be written to the log)')
   }
   // setInterval cannot wait longer than 2^31 - 1 ms; past it the flush would run back to back.
-  if (config.FLUSH_EXPIRED_INTERVAL > 24 * 86400) {
-    throw new Error('FLUSH_EXPIRED_INTERVAL must be at most 24d (0 turns the periodic flush off)')
+  if (config.FLUSH_EXPIRED_INTERVAL > 24 * 86400) problem('FLUSH_EXPIRED_INTERVAL', 'at most 24d (0 turns the periodic flush off)')
+  // Node refuses a header timeout longer than the request timeout it is part of.
+  if (config.REQUEST_TIMEOUT > 0 && config.HEADERS_TIMEOUT > config.REQUEST_TIMEOUT) {
+    problem('HEADERS_TIMEOUT', `at most REQUEST_TIMEOUT (${config.REQUEST_TIMEOUT}s)`)
   }
+  if (config.HEADERS_TIMEOUT === 0) problem('HEADERS_TIMEOUT', 'more than 0 (a client sending its headers slowly would hold a socket forever)')
+
+  if (problems.size > 0) throw new ConfigError([...problems.values()])
   return config
 }
 

@@ -1,11 +1,12 @@
+import { STATUS_CODES } from 'node:http'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
-import { errorCodes } from '../plugins/infra/errors.js'
+import { errorCodes, type ErrorCode } from '../plugins/infra/errors.js'
 
 // Shared schemas: registered once with `addSchema`, referenced by `$id`, and
 // published as named OpenAPI components so generated clients get real types.
 
 export const ErrorResponse = Type.Object({
-  statusCode: Type.Integer({ minimum: 400, maximum: 599 }),
+  statusCode: Type.Integer({ description: 'The HTTP status, repeated.', examples: [400] }),
   code: Type.Union(Object.keys(errorCodes).map(code => Type.Literal(code)), { description: 'A code from the closed list of SPEC §12.' }),
   error: Type.String({ description: 'The HTTP reason phrase.' }),
   message: Type.String({ description: 'A sentence for people.' })
@@ -43,7 +44,7 @@ export const UserSchema = Type.Object({
   role: Type.Union([Type.Literal('user'), Type.Literal('admin')]),
   emailVerified: Type.Boolean(),
   createdAt: Type.String({ format: 'date-time' })
-}, { $id: 'User', additionalProperties: false })
+}, { $id: 'User', additionalProperties: false, description: 'A user account.' })
 
 export const TokensSchema = Type.Object({
   accessToken: Type.String(),
@@ -66,7 +67,27 @@ export const LabelRef = Type.Ref(Label)
 export const UserRef = Type.Ref(UserSchema)
 export const TokensRef = Type.Ref(TokensSchema)
 
-/** `{ 400: ErrorRef, 401: ErrorRef }` for the given statuses. */
-export function errors<const S extends number> (...statuses: S[]): Record<S, typeof ErrorRef> {
-  return Object.fromEntries(statuses.map(s => [s, ErrorRef])) as Record<S, typeof ErrorRef>
+/** What a protected route answers 401 with: a bad, expired or revoked access token, or a disabled account. */
+export const authFailures = ['token_missing', 'token_invalid', 'token_expired', 'token_revoked', 'account_disabled'] as const
+
+type ErrorsByStatus = { [status: number]: readonly ErrorCode[] }
+
+/**
+ * A route's error responses, by status, each with the §12 codes it really
+ * sends there: `errors({ 400: ['validation_failed'], 429: ['rate_limited'] })`.
+ * Each response is the shared Error shape with a description listing its
+ * codes and an example of the first, so Swagger UI and generated clients
+ * show what can come back.
+ */
+export function errors<const M extends ErrorsByStatus> (byStatus: M): Record<keyof M, TSchema & { static: Static<typeof ErrorResponse> }> {
+  return Object.fromEntries(Object.entries(byStatus).map(([status, codes]) => {
+    const statusCode = Number(status)
+    const list = codes.map(code => `- \`${code}\`: ${errorCodes[code][1]}`).join('\n')
+    // The shape by reference (one `Error` component for clients), the description and example beside it.
+    return [status, Type.Unsafe<Static<typeof ErrorResponse>>({
+      allOf: [ErrorRef],
+      description: `${STATUS_CODES[statusCode]}, with \`code\`:\n${list}`,
+      examples: [{ statusCode, code: codes[0], error: STATUS_CODES[statusCode], message: errorCodes[codes[0]][1] }]
+    })]
+  })) as Record<keyof M, TSchema & { static: Static<typeof ErrorResponse> }>
 }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { EnvSchema, loadConfig } from '../config.js'
+import { ConfigError, EnvSchema, loadConfig } from '../config.js'
 import { build, testEnv } from './helper.js'
 
 const tempDir = () => mkdtempSync(join(tmpdir(), 'latchkey-config-'))
@@ -89,8 +89,56 @@ t.test('production without JWT_SECRET refuses to start and names JWT_SECRET', as
 
 t.test('production without SMTP_URL refuses to start and names SMTP_URL (codes must never go to the log)', async t => {
   await t.rejects(build(t, { NODE_ENV: 'production', SMTP_URL: undefined }), /SMTP_URL/)
-  const app = await build(t, { NODE_ENV: 'production', SMTP_URL: 'smtp://127.0.0.1:2525' })
-  t.equal(app.config.SMTP_URL, 'smtp://127.0.0.1:2525', 'with it, production starts')
+  const config = loadConfig(testEnv({ NODE_ENV: 'production', SMTP_URL: 'smtp://127.0.0.1:2525', DATABASE_URL: 'postgres://db.internal/latchkey' }))
+  t.equal(config.SMTP_URL, 'smtp://127.0.0.1:2525', 'with it (and a database), production starts')
+})
+
+t.test('production without DATABASE_URL refuses to start: a misspelt variable never runs production on the embedded database', async t => {
+  const env = testEnv({ NODE_ENV: 'production', SMTP_URL: 'smtp://127.0.0.1:2525', DATABASE_URL: undefined, DATABSE_URL: 'postgres://db.internal/latchkey' })
+  const err = await build(t, env).then(() => undefined, (err: unknown) => err)
+  t.type(err, ConfigError)
+  t.same((err as ConfigError).problems, ['DATABASE_URL: required when NODE_ENV=production (the embedded database is for development)'])
+  t.notOk(existsSync(join(env.DATA_DIR as string, 'pglite')), 'no embedded database was created')
+})
+
+t.test('every problem is reported at once, each naming its variable and the accepted form', async t => {
+  const err = await build(t, {
+    NODE_ENV: 'production',
+    JWT_SECRET: 'too-short',
+    ACCESS_TOKEN_TTL: '5min',
+    PORT: '80000',
+    DATABASE_URL: 'mysql://root:hunter2@db/latchkey',
+    REDIS_URL: undefined,
+    SMTP_URL: 'smtp://mail.internal',
+    LOG_LEVEL: 'loud',
+    ROTATE_REFRESH_TOKENS: 'yes',
+    CORS_ORIGINS: 'https://app.example.com,https://app.example.com/login'
+  }).then(() => undefined, (err: unknown) => err)
+  t.type(err, ConfigError)
+  t.same([...(err as ConfigError).problems].sort(), [
+    'ACCESS_TOKEN_TTL: a number of seconds, or a number with s, m, h or d (got "5min")',
+    'CORS_ORIGINS: comma-separated origins such as https://app.example.com (scheme and host, no path); not https://app.example.com/login',
+    'DATABASE_URL: a URL starting with postgres:// or postgresql://',
+    'JWT_SECRET: at least 32 characters',
+    'LOG_LEVEL: one of fatal, error, warn, info, debug, trace, silent (got "loud")',
+    'PORT: a whole number from 0 to 65535 (got "80000")',
+    'ROTATE_REFRESH_TOKENS: true or false (got "yes")'
+  ])
+  const message = (err as Error).message
+  t.match(message, /^The configuration has 7 problems:\n/)
+  t.notMatch(message, /too-short|hunter2/, 'neither the secret nor a password in a URL is echoed')
+})
+
+t.test('CORS_ORIGINS: a comma-separated list of exact origins; unset, none', async t => {
+  t.same(loadConfig(testEnv()).CORS_ORIGINS, [])
+  t.same(loadConfig(testEnv({ CORS_ORIGINS: 'https://app.example.com, http://localhost:5173' })).CORS_ORIGINS, ['https://app.example.com', 'http://localhost:5173'])
+})
+
+t.test('server timeouts: durations, the header timeout within the request timeout and never off', async t => {
+  const config = loadConfig(testEnv())
+  t.same([config.HEADERS_TIMEOUT, config.REQUEST_TIMEOUT, config.KEEP_ALIVE_TIMEOUT, config.CONNECTION_TIMEOUT, config.SHUTDOWN_GRACE], [10, 30, 5, 60, 10])
+  t.throws(() => loadConfig(testEnv({ HEADERS_TIMEOUT: '1m', REQUEST_TIMEOUT: '30s' })), /HEADERS_TIMEOUT: at most REQUEST_TIMEOUT \(30s\)/)
+  t.throws(() => loadConfig(testEnv({ HEADERS_TIMEOUT: '0' })), /HEADERS_TIMEOUT: more than 0/)
 })
 
 t.test('FLUSH_EXPIRED_INTERVAL beyond what a timer can wait is refused', async t => {

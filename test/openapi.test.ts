@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import t from 'tap'
 import SwaggerParser from '@apidevtools/swagger-parser'
 import { documentPath, generateDocument, serializeDocument } from '../openapi/generate.js'
+import { errorCodes } from '../plugins/infra/errors.js'
 import { build } from './helper.js'
 
 interface Operation {
@@ -9,7 +10,11 @@ interface Operation {
   tags?: string[]
   summary?: string
   security?: Array<Record<string, string[]>>
-  responses: Record<string, { content?: Record<string, { schema?: { $ref?: string } }> }>
+  requestBody?: { required?: boolean, content: Record<string, { example?: unknown }> }
+  responses: Record<string, {
+    description?: string
+    content?: Record<string, { schema?: { $ref?: string, allOf?: unknown[] }, example?: { statusCode?: number, code?: string, message?: string } }>
+  }>
 }
 type Document = { openapi: string, paths: Record<string, Record<string, Operation>>, components: Record<string, Record<string, any>> }
 
@@ -53,11 +58,37 @@ t.test('every response code has a schema, and errors have the error shape', asyn
       const schema = response.content?.['application/json']?.schema
       t.ok(schema, `${name} ${status} has a JSON schema`)
       if (Number(status) >= 400) {
-        t.equal(schema?.$ref, '#/components/schemas/Error', `${name} ${status} is the shared Error shape`)
+        t.same(schema?.allOf, [{ $ref: '#/components/schemas/Error' }], `${name} ${status} is the shared Error shape`)
       }
     }
   }
   t.ok(fresh.components.schemas.Error, 'the Error shape is a named component')
+})
+
+t.test('every response has a description; each error lists its codes and shows a real example (SPEC §13)', async t => {
+  const codes = Object.keys(errorCodes)
+  for (const { name, op } of operations) {
+    for (const [status, response] of Object.entries(op.responses)) {
+      t.ok(response.description && response.description !== 'Default Response', `${name} ${status} has a description of its own`)
+      if (Number(status) < 400) continue
+      const example = response.content?.['application/json']?.example ?? {}
+      t.equal(example.statusCode, Number(status), `${name} ${status}: the example has this status`)
+      t.ok(codes.includes(String(example.code)), `${name} ${status}: the example's code is from the §12 list`)
+      t.equal(example.message, errorCodes[example.code as keyof typeof errorCodes]?.[1], `${name} ${status}: the example's message is the real one`)
+      const listed = [...(response.description as string).matchAll(/`([a-z_]+)`/g)].map(m => m[1]).filter(c => c !== 'code')
+      t.ok(listed.length > 0 && listed.every(c => codes.includes(c)), `${name} ${status} lists its codes: ${listed.join(', ')}`)
+      t.ok(listed.includes(String(example.code)), `${name} ${status}: the example is one of them`)
+    }
+  }
+})
+
+t.test('optional bodies are optional: POST /auth/logout takes none; request bodies have examples', async t => {
+  t.equal(fresh.paths['/auth/logout'].post.requestBody?.required, false)
+  for (const { name, op } of operations) {
+    if (name === 'POST /auth/logout' || !op.requestBody) continue
+    t.equal(op.requestBody.required, true, `${name} needs its body`)
+    t.type(op.requestBody.content['application/json'].example, 'object', `${name} has an example body`)
+  }
 })
 
 t.test('the bearer scheme is declared and protected operations use it', async t => {

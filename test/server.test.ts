@@ -1,82 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process'
-import { randomUUID } from 'node:crypto'
-import { once } from 'node:events'
-import { mkdtempSync } from 'node:fs'
-import net from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { freePort, uniqueEmail } from './helper.js'
-
-const serverPath = fileURLToPath(new URL('../server.ts', import.meta.url))
-// Resolved here, so the server can run from a directory of its own (where no
-// developer's `.env` is read) and still find the TypeScript loader.
-const tsx = import.meta.resolve('tsx')
-// The embedded database's first start (initdb on disk) takes seconds: the
-// servers of this file share one DATA_DIR, as restarts of `npm start` do.
-const sharedDataDir = mkdtempSync(join(tmpdir(), 'latchkey-server-'))
-
-interface Server {
-  child: ChildProcess
-  port: number
-  output: () => string
-  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
-}
-
-/** `npm start`, as a child process: the run's backends when set, else the embedded ones. */
-async function startServer (t: Test, env: Record<string, string | undefined>): Promise<Server> {
-  const port = await freePort()
-  let output = ''
-  const child = spawn(process.execPath, ['--import', tsx, serverPath], {
-    cwd: mkdtempSync(join(tmpdir(), 'latchkey-server-cwd-')),
-    env: {
-      PATH: process.env.PATH,
-      NODE_ENV: 'test',
-      LOG_LEVEL: 'info',
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      DATA_DIR: sharedDataDir,
-      DATABASE_URL: process.env.DATABASE_URL,
-      REDIS_URL: process.env.REDIS_URL,
-      CACHE_PREFIX: `latchkey-test-${randomUUID()}:`,
-      ...env
-    },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  child.stdout?.on('data', chunk => { output += chunk })
-  child.stderr?.on('data', chunk => { output += chunk })
-  const exited = once(child, 'exit').then(([code, signal]) => ({ code, signal }))
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
-  return { child, port, output: () => output, exited }
-}
-
-/** Resolves once the server logs that it listens; rejects if it exits first. */
-async function listening (server: Server, ms = 60_000) {
-  const until = Date.now() + ms
-  while (!/Server listening at/.test(server.output())) {
-    if (server.child.exitCode !== null) throw new Error(`the server exited (${server.child.exitCode}):\n${server.output()}`)
-    if (Date.now() > until) throw new Error(`the server did not listen within ${ms} ms:\n${server.output()}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
-}
-
-function connect (port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1', () => resolve(socket))
-    socket.once('error', reject)
-  })
-}
-
-/** Sends a raw HTTP request and reads the whole reply (the server closes the connection). */
-function readAll (socket: net.Socket): Promise<string> {
-  let data = ''
-  socket.on('data', chunk => { data += chunk })
-  return new Promise((resolve, reject) => {
-    socket.once('end', () => resolve(data))
-    socket.once('error', reject)
-  })
-}
+import { connect, listening, readAll, startServer, waitFor } from './server-process.js'
 
 t.test('SIGTERM: the request in flight is answered, new connections are refused, exit code 0', async t => {
   const server = await startServer(t, {})
@@ -149,17 +73,33 @@ t.test('stop with SIGINT and start again: the same database and secret, so token
   t.equal((await second.exited).code, 0)
 })
 
-t.test('NODE_ENV=production without JWT_SECRET: the server refuses to start and names JWT_SECRET', async t => {
-  const server = await startServer(t, { NODE_ENV: 'production', JWT_SECRET: undefined })
-  const { code } = await server.exited
-  t.not(code, 0, 'non-zero exit')
-  t.match(server.output(), /JWT_SECRET/)
-  t.notMatch(server.output(), /Server listening/)
-})
+t.test('the start banner says where it runs; a request id is in every log line of its request', async t => {
+  const metricsPort = await freePort()
+  const server = await startServer(t, { METRICS_PORT: String(metricsPort), SMTP_URL: 'smtp://mailer:secret@127.0.0.1:2525' })
+  await listening(server)
+  await waitFor(server, /latchkey is running at/)
+  const base = `http://127.0.0.1:${server.port}`
+  const output = server.output()
+  t.match(output, `latchkey is running at ${base}`)
+  t.match(output, `docs      ${base}/docs`)
+  t.match(output, /database {2}(embedded \(PGlite\) in \/|PostgreSQL )/)
+  t.match(output, /cache {5}(in process|Redis )/)
+  t.match(output, 'mail      SMTP mailer@127.0.0.1:2525')
+  t.match(output, `metrics   http://127.0.0.1:${metricsPort}/metrics`)
+  t.notMatch(output, /secret@/, 'no password in the banner')
 
-t.test('a wrong value: the server refuses to start and names the variable', async t => {
-  const server = await startServer(t, { ACCESS_TOKEN_TTL: '5x' })
-  const { code } = await server.exited
-  t.not(code, 0, 'non-zero exit')
-  t.match(server.output(), /ACCESS_TOKEN_TTL/)
+  const res = await fetch(`${base}/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-request-id': 'trace-me-0042' },
+    body: JSON.stringify({ email: uniqueEmail('reqid'), password: 'correct horse battery staple' })
+  })
+  t.equal(res.headers.get('x-request-id'), 'trace-me-0042', 'echoed')
+  await waitFor(server, /"reqId":"trace-me-0042".*"request completed"/)
+  const lines = server.output().split('\n').filter(l => l.includes('trace-me-0042'))
+  const messages = lines.map(l => JSON.parse(l).msg)
+  t.ok(messages.includes('incoming request') && messages.includes('request completed'), `the request's log lines carry it: ${messages.join(', ')}`)
+  const unsafe = await fetch(`${base}/health`, { headers: { 'x-request-id': 'x'.repeat(65) } })
+  t.match(unsafe.headers.get('x-request-id'), /^[0-9a-f-]{36}$/, 'an unsafe one is replaced')
+  server.child.kill('SIGTERM')
+  t.equal((await server.exited).code, 0)
 })

@@ -3,8 +3,12 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { components } from '../../openapi/components.js'
 
+type Operation = { requestBody?: { required?: boolean } }
+
 export default fp(async (app) => {
   for (const schema of components) app.addSchema(schema)
+  // Routes whose body may be left out (`config.optionalBody`): @fastify/swagger marks every body required.
+  const optionalBodies = new Set<string>()
 
   await app.register(swagger, {
     openapi: {
@@ -28,7 +32,21 @@ export default fp(async (app) => {
     },
     // A folder's index route is registered as both `/health` and `/health/`;
     // the document names it as SPEC §5 and clients do, without the slash.
-    transform: ({ schema, url }) => ({ schema, url: url.length > 1 ? url.replace(/\/$/, '') : url }),
+    transform: ({ schema, url, route }) => {
+      const documented = url.length > 1 ? url.replace(/\/$/, '') : url
+      if (route.config?.optionalBody) for (const method of [route.method].flat()) optionalBodies.add(`${method.toLowerCase()} ${documented}`)
+      return { schema, url: documented }
+    },
+    transformObject: (document) => {
+      if (!('openapiObject' in document)) return document.swaggerObject
+      const { openapiObject } = document
+      for (const [url, item] of Object.entries(openapiObject.paths ?? {})) {
+        for (const [method, operation] of Object.entries(item as Record<string, Operation>)) {
+          if (optionalBodies.has(`${method} ${url}`) && operation.requestBody) operation.requestBody.required = false
+        }
+      }
+      return openapiObject
+    },
     // Shared schemas keep their `$id` as their component name.
     refResolver: {
       buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`)

@@ -33,6 +33,8 @@ export interface TieredOptions<T> {
   ttl: number
   /** Reads the value from the source of truth; null (nothing there) is never cached. */
   load (id: string): Promise<T | null>
+  /** Told which tier answered each read (metrics). */
+  onLookup? (tier: 'in_process' | 'redis' | 'database'): void
 }
 
 /**
@@ -50,7 +52,7 @@ export interface Tiered<T> {
 const everything = '*'
 const maxLocal = 50_000
 
-function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace: string, { ttl, load }: TieredOptions<T>): Tiered<T> {
+function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace: string, { ttl, load, onLookup }: TieredOptions<T>): Tiered<T> {
   const channel = `tiered:${namespace}`
   const keyOf = (id: string) => `${namespace}:${id}`
   // The in-process tier, bounded (oldest first out).
@@ -93,11 +95,13 @@ function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace:
       const remote = await cache.getVersioned(keyOf(id))
       version = remote.version
       if (remote.value !== null) {
+        onLookup?.('redis')
         const value = JSON.parse(remote.value) as T
         if (still()) remember(id, value)
         return value
       }
     }
+    onLookup?.('database')
     const value = await load(id)
     if (value !== null && still()) {
       remember(id, value)
@@ -111,9 +115,15 @@ function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace:
     async get (id) {
       // While the backend is unreachable, invalidations cannot reach this
       // instance either, so nothing cached is trusted: the source answers.
-      if (!cache.healthy) return await load(id)
+      if (!cache.healthy) {
+        onLookup?.('database')
+        return await load(id)
+      }
       const hit = local.get(id)
-      if (hit && hit.expires > Date.now()) return hit.value
+      if (hit && hit.expires > Date.now()) {
+        onLookup?.('in_process')
+        return hit.value
+      }
       const inFlight = loading.get(id) ?? { generation: 0, loads: 0 }
       loading.set(id, inFlight)
       inFlight.loads++

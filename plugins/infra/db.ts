@@ -42,6 +42,10 @@ function borrowed (pglite: PGlite) {
   }
 }
 
+// The PostgreSQL pool behind a database, for the metrics of its use.
+const pools = new WeakMap<Kysely<Database>, pg.Pool>()
+export const poolOf = (db: Kysely<Database>): pg.Pool | undefined => pools.get(db)
+
 export function createDatabase (config: Config, pglite?: PGlite): Kysely<Database> {
   if (config.DATABASE_URL) {
     const pool = new pg.Pool({
@@ -57,7 +61,9 @@ export function createDatabase (config: Config, pglite?: PGlite): Kysely<Databas
     // a listener a PostgreSQL restart mid-query killed the process. The query
     // in flight fails by itself (503) and the pool discards the dead client.
     pool.on('connect', client => { client.on('error', () => {}) })
-    return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
+    pools.set(db, pool)
+    return db
   }
   if (pglite) return new Kysely<Database>({ dialect: new PGliteDialect({ pglite: borrowed(pglite) }) })
   const dataDir = resolve(config.DATA_DIR, 'pglite')

@@ -1,5 +1,7 @@
+import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import fp from 'fastify-plugin'
-import type { FastifyError, FastifyReply } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 
 // The closed list of SPEC §12, with the status each code answers by default
 // and the sentence a person reads.
@@ -23,6 +25,9 @@ export const errorCodes = {
   rate_limited: [429, 'Too many requests; try again later.'],
   payload_too_large: [413, 'The request body is too large.'],
   unsupported_media_type: [415, 'The content type is not supported.'],
+  request_timeout: [408, 'The request took too long to arrive.'],
+  uri_too_long: [414, 'The URL is too long.'],
+  headers_too_large: [431, 'The request headers are too large.'],
   service_unavailable: [503, 'The service is unavailable; try again shortly.'],
   internal_error: [500, 'Something went wrong on our side.']
 } as const satisfies Record<string, readonly [number, string]>
@@ -42,21 +47,8 @@ export class AppError extends Error {
   }
 }
 
-const reasonPhrases: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  409: 'Conflict',
-  413: 'Payload Too Large',
-  415: 'Unsupported Media Type',
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable'
-}
-
 function errorBody (code: ErrorCode, statusCode: number, message: string) {
-  return { statusCode, code, error: reasonPhrases[statusCode] ?? 'Error', message }
+  return { statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message }
 }
 
 // Fastify's own errors that a client causes, and the §12 code each becomes.
@@ -84,6 +76,7 @@ function isUnavailable (err: FastifyError): boolean {
 }
 
 function send (reply: FastifyReply, code: ErrorCode, statusCode: number, message: string) {
+  reply.errorCode = code
   if (statusCode === 401) {
     const sent = reply.request.headers.authorization !== undefined
     reply.header('www-authenticate', sent ? 'Bearer realm="latchkey", error="invalid_token"' : 'Bearer realm="latchkey"')
@@ -93,7 +86,66 @@ function send (reply: FastifyReply, code: ErrorCode, statusCode: number, message
   return reply.code(statusCode).send(errorBody(code, statusCode, message))
 }
 
+// Longer URLs are refused before routing; Node's own limit (the 16 KiB of
+// headers, the request line included) answers 431 beyond it.
+const maxUrlLength = 8 * 1024
+
+/**
+ * Errors Node's HTTP parser raises before Fastify sees a request (Fastify's
+ * `clientErrorHandler`): a timeout, headers too large, bad framing. Answered
+ * in the §12 shape when the socket can still take it, then closed.
+ */
+export function clientErrorHandler (this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket) {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const code: ErrorCode = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+    ? 'request_timeout'
+    : err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'validation_failed'
+  const [statusCode] = errorCodes[code]
+  const message = code === 'validation_failed' ? 'The request is not valid HTTP.' : errorCodes[code][1]
+  this.log.debug({ err, code }, 'client error')
+  if (!socket.writable) {
+    socket.destroy()
+    return
+  }
+  const body = JSON.stringify(errorBody(code, statusCode, message))
+  socket.write(
+    `HTTP/1.1 ${statusCode} ${STATUS_CODES[statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    () => socket.destroy()
+  )
+}
+
+/** Errors Fastify's router raises before a route runs (Fastify's `frameworkErrors`). */
+export function frameworkErrors (err: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  reply.header('x-request-id', request.id)
+  if (err.code === 'FST_ERR_BAD_URL') return send(reply, 'validation_failed', 400, 'The URL is malformed.')
+  if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') return send(reply, 'uri_too_long', 414, 'A part of the URL is too long.')
+  request.log.error({ err }, 'router error')
+  return send(reply, 'internal_error', 500, errorCodes.internal_error[1])
+}
+
+declare module 'fastify' {
+  interface FastifyReply {
+    /** The §12 code this reply answered with, when it is an error (for metrics). */
+    errorCode: ErrorCode | null
+  }
+}
+
 export default fp(async (app) => {
+  app.decorateReply('errorCode', null)
+
+  // Fastify's own 503 while closing has no code and no Retry-After: this one
+  // answers the requests that still arrive on open connections then.
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
+  app.addHook('onRequest', async (request, reply) => {
+    if (closing) {
+      reply.header('retry-after', '5')
+      throw new AppError('service_unavailable', { message: 'The server is shutting down; try again shortly.' })
+    }
+    if (request.url.length > maxUrlLength) throw new AppError('uri_too_long')
+  })
+
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err instanceof AppError) {
       return send(reply, err.code, err.statusCode, err.message)

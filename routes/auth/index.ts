@@ -72,6 +72,8 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request) => ({ tokens: await app.sessions.rotate(request.body.refreshToken) }))
 
   app.post('/logout', {
+    // A logout by access token may come with no body at all.
+    config: { optionalBody: true },
     schema: {
       tags: ['auth'],
       summary: 'End this session, every other session, or every session of the user',
@@ -80,9 +82,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       security: [{ bearerAuth: [] }, {}],
       body: LogoutBody,
       response: logoutResponses
-    },
-    // A logout by access token may come with no body at all.
-    preValidation: async (request) => { request.body ??= {} }
+    }
   }, async (request, reply) => {
     const { refreshToken, scope = 'global' } = request.body
     // The access token when it still works; else the refresh token, so a

@@ -1,21 +1,24 @@
 import { Type } from '@sinclair/typebox'
-import { EmailRef, LabelRef, PasswordRef, TokensRef, UserRef, errors } from '../../openapi/components.js'
+import { EmailRef, LabelRef, PasswordRef, TokensRef, UserRef, authFailures, errors } from '../../openapi/components.js'
 
 const strict = { additionalProperties: false } as const
+// What Swagger UI fills in for "Try it out": values a person would type, not schema placeholders.
+const example = (value: object) => ({ ...strict, examples: [value] })
+const jwt = 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl'
 
 export const RegisterBody = Type.Object({
   email: EmailRef,
   password: PasswordRef,
   name: Type.Optional(LabelRef)
-}, strict)
+}, example({ email: 'ada@example.com', password: 'correct horse battery staple', name: 'Ada Lovelace' }))
 
 export const LoginBody = Type.Object({
   email: EmailRef,
   password: PasswordRef,
   deviceName: Type.Optional(LabelRef)
-}, strict)
+}, example({ email: 'ada@example.com', password: 'correct horse battery staple', deviceName: "Ada's laptop" }))
 
-export const RefreshBody = Type.Object({ refreshToken: Type.String({ minLength: 1, maxLength: 4096 }) }, strict)
+export const RefreshBody = Type.Object({ refreshToken: Type.String({ minLength: 1, maxLength: 4096 }) }, example({ refreshToken: jwt }))
 
 export const LogoutBody = Type.Object({
   refreshToken: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Authenticates the logout when the access token is gone.' })),
@@ -23,12 +26,28 @@ export const LogoutBody = Type.Object({
     default: 'global',
     description: '`global`: every device; `local`: this session; `others`: every session but this one.'
   }))
-}, strict)
+}, example({ scope: 'global' }))
 
-export const UserWithTokens = Type.Object({ user: UserRef, tokens: TokensRef })
-export const TokensOnly = Type.Object({ tokens: TokensRef })
+export const UserWithTokens = Type.Object({ user: UserRef, tokens: TokensRef }, { description: 'The account and the token pair of its new session.' })
+export const TokensOnly = Type.Object({ tokens: TokensRef }, { description: 'The new token pair (the same one again within REFRESH_REUSE_INTERVAL).' })
 
-export const registerResponses = { 201: UserWithTokens, ...errors(400, 409, 429) }
-export const loginResponses = { 200: UserWithTokens, ...errors(400, 401, 409, 429) }
-export const refreshResponses = { 200: TokensOnly, ...errors(400, 429) }
-export const logoutResponses = { 204: Type.Null({ description: 'Logged out.' }), ...errors(400, 401, 429) }
+export const registerResponses = {
+  201: UserWithTokens,
+  ...errors({ 400: ['weak_password', 'validation_failed'], 409: ['email_taken'], 429: ['rate_limited'], 503: ['service_unavailable'] })
+}
+export const loginResponses = {
+  200: UserWithTokens,
+  ...errors({ 400: ['validation_failed'], 401: ['invalid_credentials'], 429: ['rate_limited'], 503: ['service_unavailable'] })
+}
+export const refreshResponses = {
+  200: TokensOnly,
+  ...errors({
+    400: ['token_expired', 'token_invalid', 'token_revoked', 'refresh_reused', 'account_disabled', 'validation_failed'],
+    429: ['rate_limited'],
+    503: ['service_unavailable']
+  })
+}
+export const logoutResponses = {
+  204: Type.Null({ description: 'Logged out.' }),
+  ...errors({ 400: ['validation_failed'], 401: authFailures, 429: ['rate_limited'], 503: ['service_unavailable'] })
+}

@@ -8,7 +8,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['health'],
       summary: 'Liveness: the process answers',
       operationId: 'getHealth',
-      response: { 200: Type.Object({ status: Type.Literal('ok') }) }
+      response: { 200: Type.Object({ status: Type.Literal('ok') }, { description: 'The process answers.' }) }
     }
   }, async () => ({ status: 'ok' as const }))
 }

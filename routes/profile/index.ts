@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { LabelRef, UserRef, errors } from '../../openapi/components.js'
+import { LabelRef, UserRef, authFailures, errors } from '../../openapi/components.js'
 import { AppError } from '../../plugins/infra/errors.js'
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
@@ -11,7 +11,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       summary: "The caller's profile",
       operationId: 'getProfile',
       security: [{ bearerAuth: [] }],
-      response: { 200: UserRef, ...errors(401, 429) }
+      response: { 200: UserRef, ...errors({ 401: authFailures, 429: ['rate_limited'], 503: ['service_unavailable'] }) }
     }
   }, async (request) => {
     // The state authenticate has just read (cached, invalidated on every change): no query on this hot path.
@@ -30,8 +30,8 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       security: [{ bearerAuth: [] }],
       body: Type.Object({
         name: Type.Union([LabelRef, Type.Null()])
-      }, { additionalProperties: false }),
-      response: { 200: UserRef, ...errors(400, 401, 403, 429) }
+      }, { additionalProperties: false, examples: [{ name: 'Ada Lovelace' }] }),
+      response: { 200: UserRef, ...errors({ 400: ['validation_failed'], 401: authFailures, 403: ['email_not_verified'], 429: ['rate_limited'], 503: ['service_unavailable'] }) }
     }
   }, async (request) => {
     return await app.accounts.updateProfile(request.user.id, { name: request.body.name })

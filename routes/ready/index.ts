@@ -16,11 +16,17 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     config: { rateLimit: false },
     schema: {
       tags: ['health'],
-      summary: 'Readiness: the database and the cache are reachable',
+      summary: 'Readiness: the database is reachable (a lost cache is reported, not fatal)',
+      description: 'Without the cache (Redis) the service keeps working on the database (SPEC §15), so it stays 200 ' +
+        'with `status: "degraded"`: a load balancer must not take every instance out because the cache died.',
       operationId: 'getReady',
       response: {
-        200: Type.Object({ status: Type.Literal('ok') }),
-        ...errors(503)
+        200: Type.Object({
+          status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]),
+          database: Type.Literal('ok'),
+          cache: Type.Union([Type.Literal('ok'), Type.Literal('unreachable')])
+        }, { additionalProperties: false, description: 'Ready; `degraded` while the cache cannot be reached.' }),
+        ...errors({ 503: ['service_unavailable'] })
       }
     }
   }, async (request, reply) => {
@@ -31,12 +37,12 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       }),
       within(2000, app.cache.ping()).catch(() => false)
     ])
-    if (!database || !cache) {
+    if (!database) {
       reply.header('retry-after', '5')
-      const down = [database ? '' : 'database', cache ? '' : 'cache'].filter(Boolean).join(' and ')
-      throw new AppError('service_unavailable', { message: `The ${down} cannot be reached; try again shortly.` })
+      throw new AppError('service_unavailable', { message: 'The database cannot be reached; try again shortly.' })
     }
-    return { status: 'ok' as const }
+    if (!cache) request.log.warn('readiness: cache unreachable, running on the database alone')
+    return { status: cache ? 'ok' as const : 'degraded' as const, database: 'ok' as const, cache: cache ? 'ok' as const : 'unreachable' as const }
   })
 }
 

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { errors } from '../../openapi/components.js'
+import { authFailures, errors } from '../../openapi/components.js'
 import { listActiveSessions } from '../../db/queries/sessions.js'
 
 const SessionView = Type.Object({
@@ -21,7 +21,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       summary: "The caller's active sessions, the current one marked",
       operationId: 'listSessions',
       security: [{ bearerAuth: [] }],
-      response: { 200: Type.Object({ sessions: Type.Array(SessionView) }), ...errors(401, 429) }
+      response: { 200: Type.Object({ sessions: Type.Array(SessionView) }, { description: 'The active sessions, newest first.' }), ...errors({ 401: authFailures, 429: ['rate_limited'], 503: ['service_unavailable'] }) }
     }
   }, async (request) => {
     const sessions = await listActiveSessions(app.db, request.user.id)
@@ -46,7 +46,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'revokeSession',
       security: [{ bearerAuth: [] }],
       params: Type.Object({ id: Type.String({ format: 'uuid' }) }),
-      response: { 204: Type.Null({ description: 'Revoked.' }), ...errors(400, 401, 404, 429) }
+      response: { 204: Type.Null({ description: 'Revoked.' }), ...errors({ 400: ['validation_failed'], 401: authFailures, 404: ['not_found'], 429: ['rate_limited'], 503: ['service_unavailable'] }) }
     }
   }, async (request, reply) => {
     await app.sessions.revoke(request.user.id, request.params.id)

@@ -26,7 +26,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'The public keys that verify latchkey\'s tokens: the current, the next and the previous ones',
       description: 'Empty under an HMAC algorithm. Keys are published before they sign and stay until what they signed has expired, so a copy cached for its max-age never misses a key.',
       operationId: 'getJwks',
-      response: { 200: Type.Object({ keys: Type.Array(Jwk) }), ...errors(429) }
+      response: { 200: Type.Object({ keys: Type.Array(Jwk) }, { description: 'The JSON Web Key Set.' }), ...errors({ 429: ['rate_limited'] }) }
     }
   }, async (_request, reply) => {
     reply.header('cache-control', maxAge)

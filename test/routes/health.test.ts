@@ -12,5 +12,5 @@ t.test('GET /ready answers 200 when the database and the cache are reachable', a
   const app = await build(t)
   const res = await app.inject({ url: '/ready' })
   t.equal(res.statusCode, 200)
-  t.same(res.json(), { status: 'ok' })
+  t.same(res.json(), { status: 'ok', database: 'ok', cache: 'ok' })
 })

@@ -26,8 +26,10 @@ export interface Changed {
 function createAuthState (app: FastifyInstance) {
   const { cache, db, config } = app
   const ttl = config.STATE_CACHE_TTL
+  const onLookup = app.metrics.stateLookup
   const users = cache.tiered<UserState>('users', {
     ttl,
+    onLookup,
     async load (id) {
       const row = await findUserById(db, id)
       return row ? { tokenVersion: row.token_version, disabled: row.disabled_at !== null, profile: userView(row) } : null
@@ -35,6 +37,7 @@ function createAuthState (app: FastifyInstance) {
   })
   const sessions = cache.tiered<SessionState>('sessions', {
     ttl,
+    onLookup,
     async load (id) {
       const row = await findSession(db, id)
       return row ? { userId: row.user_id, revoked: row.revoked_at !== null } : null
@@ -59,4 +62,4 @@ declare module 'fastify' {
 
 export default fp(async (app) => {
   app.decorate('authState', createAuthState(app))
-}, { name: 'auth-state', dependencies: ['config', 'db', 'cache'] })
+}, { name: 'auth-state', dependencies: ['config', 'db', 'cache', 'metrics'] })

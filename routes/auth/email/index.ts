@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { perIp } from '../../../plugins/infra/rate-limit.js'
-import { findUserByEmail } from '../../../db/queries/users.js'
 import { ResendBody, VerifyEmailBody, resendResponses, verifyResponses } from './schemas.js'
 
 const resent = 'If the account exists and its email is not yet verified, a new code is on its way.'
@@ -37,10 +36,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       response: resendResponses
     }
   }, async (request, reply) => {
-    const user = await findUserByEmail(app.db, request.body.email)
-    if (user && user.email_verified_at === null && user.disabled_at === null) {
-      await app.emailCodes.send(user, 'verify_email')
-    }
+    app.emailCodes.request(request.body.email, 'verify_email')
     reply.code(202)
     return { message: resent }
   })

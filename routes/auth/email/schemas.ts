@@ -10,11 +10,11 @@ export const Accepted = Type.Object({
   message: Type.String({ description: 'A sentence for people; it never says whether the account exists.' })
 }, { additionalProperties: false, description: 'Accepted; a mail goes out if the account needs one.' })
 
-export const VerifyEmailBody = Type.Object({ email: EmailRef, code: Code }, strict)
-export const ResendBody = Type.Object({ email: EmailRef }, strict)
+export const VerifyEmailBody = Type.Object({ email: EmailRef, code: Code }, { ...strict, examples: [{ email: 'ada@example.com', code: '042917' }] })
+export const ResendBody = Type.Object({ email: EmailRef }, { ...strict, examples: [{ email: 'ada@example.com' }] })
 
 export const verifyResponses = {
-  200: Type.Object({ emailVerified: Type.Literal(true) }, { additionalProperties: false }),
-  ...errors(400, 429)
+  200: Type.Object({ emailVerified: Type.Literal(true) }, { additionalProperties: false, description: 'The email address is confirmed.' }),
+  ...errors({ 400: ['otp_invalid', 'validation_failed'], 429: ['rate_limited'], 503: ['service_unavailable'] })
 }
-export const resendResponses = { 202: Accepted, ...errors(400, 429) }
+export const resendResponses = { 202: Accepted, ...errors({ 400: ['validation_failed'], 429: ['rate_limited'], 503: ['service_unavailable'] }) }

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { perIp } from '../../../plugins/infra/rate-limit.js'
-import { findUserByEmail } from '../../../db/queries/users.js'
 import { ChangeBody, ForgotBody, ResetBody, changeResponses, forgotResponses, resetResponses } from './schemas.js'
 
 const mailed = 'If an account exists for this email, a reset code is on its way.'
@@ -19,8 +18,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       response: forgotResponses
     }
   }, async (request, reply) => {
-    const user = await findUserByEmail(app.db, request.body.email)
-    if (user && user.disabled_at === null) await app.emailCodes.send(user, 'reset_password')
+    app.emailCodes.request(request.body.email, 'reset_password')
     reply.code(202)
     return { message: mailed }
   })

@@ -2,14 +2,17 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { errors } from '../../../openapi/components.js'
 
-const VerifyBody = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, { additionalProperties: false })
+const VerifyBody = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, {
+  additionalProperties: false,
+  examples: [{ token: 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl' }]
+})
 const Verified = Type.Object({
   valid: Type.Literal(true),
   type: Type.Union([Type.Literal('access'), Type.Literal('refresh')]),
   sub: Type.String({ format: 'uuid' }),
   sid: Type.String({ format: 'uuid' }),
   exp: Type.Integer({ description: 'Expiry, in seconds since the epoch.' })
-})
+}, { description: 'The token is valid and not revoked.' })
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/verify', {
@@ -18,7 +21,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Check an access or refresh token: signature, claims and revocation state',
       operationId: 'verifyToken',
       body: VerifyBody,
-      response: { 200: Verified, ...errors(400, 401, 429) }
+      response: { 200: Verified, ...errors({ 400: ['validation_failed'], 401: ['token_invalid', 'token_expired', 'token_revoked', 'account_disabled'], 429: ['rate_limited'], 503: ['service_unavailable'] }) }
     }
   }, async (request) => {
     const { token } = request.body

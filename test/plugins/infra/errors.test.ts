@@ -1,3 +1,4 @@
+import net, { type AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { Type } from '@sinclair/typebox'
 import { AppError, errorCodes } from '../../../plugins/infra/errors.js'
@@ -35,7 +36,7 @@ t.test('the closed list of codes is the one SPEC §12 documents', async t => {
     'token_invalid', 'token_expired', 'token_revoked', 'token_binding_mismatch', 'refresh_reused',
     'otp_invalid', 'email_not_verified', 'forbidden', 'not_found', 'device_limit_reached',
     'account_disabled', 'rate_limited', 'payload_too_large', 'unsupported_media_type',
-    'service_unavailable', 'internal_error'
+    'request_timeout', 'uri_too_long', 'headers_too_large', 'service_unavailable', 'internal_error'
   ].sort())
 })
 
@@ -124,4 +125,92 @@ t.test('responses carry the security headers', async t => {
     t.match(res.headers['content-security-policy'], /default-src 'self'/, `${url} CSP`)
     t.equal(res.headers['x-powered-by'], undefined, `${url} does not advertise the framework`)
   }
+})
+
+/** Writes raw bytes to the listening app and reads until the server closes the connection. */
+async function raw (port: number, request: string): Promise<{ head: string, body: string }> {
+  const socket = net.connect(port, '127.0.0.1')
+  let data = ''
+  socket.on('data', chunk => { data += chunk })
+  await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject))
+  socket.write(request)
+  await new Promise((resolve, reject) => socket.once('close', resolve).once('error', reject))
+  const [head, body = ''] = data.split('\r\n\r\n')
+  return { head, body }
+}
+
+async function listening (t: Test, overrides = {}) {
+  const app = await build(t, overrides)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  return { app, port: (app.server.address() as AddressInfo).port }
+}
+
+t.test('errors below the routes answer in the §12 shape too', async t => {
+  const { port } = await listening(t)
+
+  const big = await raw(port, `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20 * 1024)}\r\n\r\n`)
+  t.match(big.head, /^HTTP\/1\.1 431 Request Header Fields Too Large/, 'headers over 16 KiB: 431')
+  errorShape(t, JSON.parse(big.body), 431, 'headers_too_large')
+
+  const framing = await raw(port, 'GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n')
+  t.match(framing.head, /^HTTP\/1\.1 400 /, 'two Content-Length headers (request smuggling): 400')
+  errorShape(t, JSON.parse(framing.body), 400, 'validation_failed')
+
+  const garbage = await raw(port, 'HELLO\r\n\r\n')
+  t.match(garbage.head, /^HTTP\/1\.1 400 /, 'not HTTP at all: 400')
+  errorShape(t, JSON.parse(garbage.body), 400, 'validation_failed')
+
+  const badUrl = await fetch(`http://127.0.0.1:${port}/sessions/%E0%A4%A`)
+  t.equal(badUrl.status, 400, 'a malformed percent-encoding: 400')
+  errorShape(t, await badUrl.json() as Record<string, unknown>, 400, 'validation_failed')
+  t.ok(badUrl.headers.get('x-request-id'), 'with its request id')
+
+  const longUrl = await fetch(`http://127.0.0.1:${port}/health?q=${'a'.repeat(9000)}`)
+  t.equal(longUrl.status, 414, 'a URL over 8 KiB: 414')
+  errorShape(t, await longUrl.json() as Record<string, unknown>, 414, 'uri_too_long')
+
+  const longParam = await fetch(`http://127.0.0.1:${port}/sessions/${'a'.repeat(200)}`, { method: 'DELETE' })
+  t.equal(longParam.status, 414, 'a path parameter over the router\'s limit: 414')
+  errorShape(t, await longParam.json() as Record<string, unknown>, 414, 'uri_too_long')
+})
+
+t.test('a request too slow to arrive is 408 request_timeout', async t => {
+  const { port } = await listening(t, { REQUEST_TIMEOUT: '1s', HEADERS_TIMEOUT: '1s' })
+  // Headers complete, the body never comes.
+  const slow = await raw(port, 'POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"em')
+  t.match(slow.head, /^HTTP\/1\.1 408 Request Timeout/)
+  errorShape(t, JSON.parse(slow.body), 408, 'request_timeout')
+})
+
+t.test('while the server closes, requests still arriving get 503 service_unavailable with Retry-After', async t => {
+  const app = await build(t)
+  let markClosing = () => {}
+  const closing = new Promise<void>(resolve => { markClosing = resolve })
+  // Runs after the errors plugin's own preClose: from here on the server is closing.
+  app.addHook('preClose', async () => markClosing())
+  let markArrived = () => {}
+  const arrived = new Promise<void>(resolve => { markArrived = resolve })
+  app.addHook('onRequest', async request => { if (request.url === '/auth/login') markArrived() })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as AddressInfo
+  // A request whose body has not all arrived keeps the close waiting; a second
+  // request pipelined behind it on the same connection arrives while closing.
+  const body = JSON.stringify({ email: 'nobody@example.com', password: 'correct horse battery staple' })
+  const socket = net.connect(port, '127.0.0.1')
+  let data = ''
+  socket.on('data', chunk => { data += chunk })
+  await new Promise(resolve => socket.once('connect', resolve))
+  socket.write(`POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`)
+  await arrived
+  const closed = app.close()
+  await closing
+  socket.write(`${body.slice(5)}GET /health HTTP/1.1\r\nHost: x\r\n\r\n`)
+  await new Promise(resolve => socket.once('close', resolve))
+  await closed
+  const replies = data.split(/(?=HTTP\/1\.1 )/)
+  t.match(replies[0], /^HTTP\/1\.1 401 /, 'the request in flight got its real answer')
+  t.equal(replies.length, 2, 'the pipelined one got an answer too')
+  t.match(replies[1], /^HTTP\/1\.1 503 /)
+  t.match(replies[1], /retry-after: 5/i)
+  errorShape(t, JSON.parse(replies[1].split('\r\n\r\n')[1]), 503, 'service_unavailable')
 })
