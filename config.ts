@@ -41,6 +41,7 @@ export const EnvSchema = Type.Object({
   ROTATE_REFRESH_TOKENS: Bool(true),
   BLACKLIST_AFTER_ROTATION: Bool(true),
   REFRESH_REUSE_INTERVAL: Duration('10s'),
+  REFRESH_COOKIE: Type.Union([Type.Literal('off'), Type.Literal('on')], { default: 'off' }),
   FLUSH_EXPIRED_INTERVAL: Duration('1h'),
 
   PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 8, maximum: 128, default: 8 }),

@@ -4,6 +4,7 @@ import { bumpTokenVersion, findUserByEmail, findUserById, markEmailVerified, set
 import { findSession, revokeSessions } from '../../../db/queries/sessions.js'
 import { revokeSessionRefreshTokens } from '../../../db/queries/refresh-tokens.js'
 import { AppError } from '../../../plugins/infra/errors.js'
+import { TransportHeaders } from '../schemas.js'
 import { ChangeBody, ForgotBody, ResetBody, changeResponses, forgotResponses, resetResponses } from './schemas.js'
 
 const mailed = 'If an account exists for this email, a reset code is on its way.'
@@ -62,6 +63,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       description: 'A wrong current password answers 400 `invalid_credentials` (not 401: the token is fine). ' +
         "Every earlier token of the account dies, the caller's too: use the pair in the reply.",
       operationId: 'changePassword',
+      headers: TransportHeaders,
       security: [{ bearerAuth: [] }],
       body: ChangeBody,
       response: changeResponses
