@@ -1,5 +1,5 @@
 import neostandard from 'neostandard'
 
 export default [
-  ...neostandard({ ts: true, ignores: ['dist/**', '.tap/**', 'coverage/**', '.data/**'] })
+  ...neostandard({ ts: true, ignores: ['dist/**', '.tap/**', 'coverage/**', '.data/**', 'client/dist/**', 'client/src/schema.ts'] })
 ]
