@@ -4,9 +4,9 @@ import { createLatchkey, isLatchkeyError, LatchkeyError, localStorageTokens, mem
 import { lastCode, startSmtp } from '../../test/helper.js'
 import { claims, expire, password, serve, uniqueEmail } from './helper.js'
 
-// Long enough that a refreshed token outlives its retry on a loaded machine,
-// short enough to wait out: a token issued at x.999 s still lives 2 s.
-const shortLived = { ACCESS_TOKEN_TTL: '3s' }
+// Long enough that a refreshed token outlives its retry on a loaded machine
+// (a token issued at x.999 s still lives 4 s), short enough to wait out.
+const shortLived = { ACCESS_TOKEN_TTL: '5s' }
 
 const bearer = (accessToken: string) => ({ headers: { authorization: `Bearer ${accessToken}` } })
 const postJson = (url: string, body: object) =>
@@ -99,7 +99,8 @@ t.test('a retried request keeps its body', async t => {
 })
 
 t.test('two tabs sharing one session refresh at once: both keep working', async t => {
-  const { baseUrl, refreshes } = await serve(t, shortLived)
+  // A reuse interval no loaded machine outlasts between the two tabs' refreshes.
+  const { baseUrl, refreshes } = await serve(t, { ...shortLived, REFRESH_REUSE_INTERVAL: '60s' })
   const loggedOut: ErrorCode[] = []
   const first = createLatchkey({ baseUrl, onLoggedOut: code => loggedOut.push(code) })
   const { tokens } = await first.register({ email: uniqueEmail(), password })

@@ -6,7 +6,7 @@ import { cookieJar, expire, password, serve, uniqueEmail } from './helper.js'
 const name = '__Host-latchkey-refresh'
 
 t.test("transport 'cookie': the refresh token never reaches the client's storage", async t => {
-  const { baseUrl, refreshes } = await serve(t, { REFRESH_COOKIE: 'on', ACCESS_TOKEN_TTL: '3s' })
+  const { baseUrl, refreshes } = await serve(t, { REFRESH_COOKIE: 'on', ACCESS_TOKEN_TTL: '5s' })
   const jar = cookieJar()
   const loggedOut: ErrorCode[] = []
   const storage = memoryStorage()
