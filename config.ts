@@ -18,7 +18,6 @@ export const EnvSchema = Type.Object({
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
   TRUST_PROXY: Type.String({ default: 'false' }),
   CORS_ORIGINS: Type.Optional(Type.String()),
-  REFRESH_COOKIE: Type.Union([Type.Literal('off'), Type.Literal('on')], { default: 'off' }),
   METRICS_PORT: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
   HEADERS_TIMEOUT: Duration('10s'),
   REQUEST_TIMEOUT: Duration('30s'),
@@ -61,6 +60,7 @@ export const EnvSchema = Type.Object({
   ROTATE_REFRESH_TOKENS: Bool(true),
   BLACKLIST_AFTER_ROTATION: Bool(true),
   REFRESH_REUSE_INTERVAL: Duration('10s'),
+  REFRESH_COOKIE: Type.Union([Type.Literal('off'), Type.Literal('on')], { default: 'off' }),
   FLUSH_EXPIRED_INTERVAL: Duration('1h'),
 
   PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 8, maximum: 128, default: 8 }),

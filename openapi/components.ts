@@ -48,7 +48,7 @@ export const UserSchema = Type.Object({
 
 export const TokensSchema = Type.Object({
   accessToken: Type.String(),
-  refreshToken: Type.Optional(Type.String({ description: 'Absent when refresh rotation is off.' })),
+  refreshToken: Type.Optional(Type.String({ description: 'Absent when refresh rotation is off, and in cookie transport (`X-Token-Transport: cookie`), where it is the `__Host-latchkey-refresh` cookie.' })),
   tokenType: Type.Literal('Bearer'),
   expiresIn: Type.Integer({ description: 'Seconds until the access token expires.' }),
   refreshExpiresIn: Type.Optional(Type.Integer({ description: 'Seconds until the refresh token expires.' }))

@@ -2,9 +2,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import openapiTS, { astToString, type OpenAPI3 } from 'openapi-typescript'
 import { buildApp } from '../app.js'
 
 export const documentPath = fileURLToPath(new URL('openapi.json', import.meta.url))
+/** The client package's types, generated from the document. */
+export const clientTypesPath = fileURLToPath(new URL('../client/src/schema.ts', import.meta.url))
 
 /**
  * The OpenAPI document of the routes as they are. The app is built with the
@@ -36,8 +39,17 @@ export function serializeDocument (document: unknown): string {
   return JSON.stringify(document, null, 2) + '\n'
 }
 
+/** `client/src/schema.ts`: the document's types, by openapi-typescript, as `npm run openapi` writes them. */
+export async function generateClientTypes (document: Record<string, unknown>): Promise<string> {
+  const ast = await openapiTS(document as unknown as OpenAPI3)
+  return '// Generated from openapi/openapi.json by `npm run openapi` (openapi-typescript): do not edit.\n\n' + astToString(ast)
+}
+
 // `npm run openapi`
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  writeFileSync(documentPath, serializeDocument(await generateDocument()))
+  const document = await generateDocument()
+  writeFileSync(documentPath, serializeDocument(document))
   console.log(`wrote ${documentPath}`)
+  writeFileSync(clientTypesPath, await generateClientTypes(document))
+  console.log(`wrote ${clientTypesPath}`)
 }

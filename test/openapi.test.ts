@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import t from 'tap'
 import SwaggerParser from '@apidevtools/swagger-parser'
-import { documentPath, generateDocument, serializeDocument } from '../openapi/generate.js'
+import { clientTypesPath, documentPath, generateClientTypes, generateDocument, serializeDocument } from '../openapi/generate.js'
 import { errorCodes } from '../plugins/infra/errors.js'
 import { build } from './helper.js'
 
@@ -28,6 +28,11 @@ t.test('the committed openapi/openapi.json is up to date', async t => {
   const committed = readFileSync(documentPath, 'utf8')
   t.same(JSON.parse(committed), fresh, 'openapi/openapi.json is stale: run `npm run openapi` and commit it')
   t.equal(committed, serializeDocument(fresh), 'openapi/openapi.json is formatted as `npm run openapi` writes it')
+})
+
+t.test("the client package's types (client/src/schema.ts) are generated from the document as it is", async t => {
+  t.equal(readFileSync(clientTypesPath, 'utf8'), await generateClientTypes(fresh as unknown as Record<string, unknown>),
+    'client/src/schema.ts is stale: run `npm run openapi` and commit it')
 })
 
 t.test('the document is valid OpenAPI 3', async t => {

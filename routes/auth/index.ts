@@ -4,7 +4,7 @@ import { AppError } from '../../plugins/infra/errors.js'
 import { bearerToken } from '../../plugins/app/sessions/authenticate.js'
 import { perIp } from '../../plugins/infra/rate-limit.js'
 import {
-  LoginBody, LogoutBody, RefreshBody, RegisterBody,
+  LoginBody, LogoutBody, RefreshBody, RegisterBody, TransportHeaders,
   loginResponses, logoutResponses, refreshResponses, registerResponses
 } from './schemas.js'
 
@@ -34,6 +34,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['auth'],
       summary: 'Create an account; opens a session and mails an email-verification code',
       operationId: 'register',
+      headers: TransportHeaders,
       body: RegisterBody,
       response: registerResponses
     }
@@ -51,6 +52,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['auth'],
       summary: 'Log in with email and password; opens a session',
       operationId: 'login',
+      headers: TransportHeaders,
       body: LoginBody,
       response: loginResponses
     }
@@ -64,12 +66,14 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['auth'],
       summary: 'Exchange a refresh token for a new access token (and, with rotation, a new refresh token)',
-      description: 'Failures answer 400 (RFC 6749 invalid_grant): the client sends the user to log in.',
+      description: 'Failures answer 400 (RFC 6749 invalid_grant): the client sends the user to log in. ' +
+        'In cookie transport a refused refresh cookie is cleared.',
       operationId: 'refresh',
+      headers: TransportHeaders,
       body: RefreshBody,
       response: refreshResponses
     }
-  }, async (request) => ({ tokens: await app.sessions.rotate(request.body.refreshToken) }))
+  }, async (request) => ({ tokens: await app.sessions.rotate(app.refreshCookie.required(request, request.body.refreshToken)) }))
 
   app.post('/logout', {
     // A logout by access token may come with no body at all.
@@ -77,8 +81,10 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['auth'],
       summary: 'End this session, every other session, or every session of the user',
-      description: 'Authenticated by the Bearer access token, or by `refreshToken` in the body when the access token is gone.',
+      description: 'Authenticated by the Bearer access token, or by `refreshToken` in the body when the access token is gone ' +
+        '(in cookie transport, by the refresh cookie, which a logout of this session clears).',
       operationId: 'logout',
+      headers: TransportHeaders,
       security: [{ bearerAuth: [] }, {}],
       body: LogoutBody,
       response: logoutResponses
@@ -87,8 +93,9 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     const { refreshToken, scope = 'global' } = request.body
     // The access token when it still works; else the refresh token, so a
     // client whose access token expired while idle can still log out.
-    const who = await loggedIn(request, refreshToken)
+    const who = await loggedIn(request, app.refreshCookie.token(request, refreshToken))
     await app.sessions.end(who.userId, who.sessionId, scope)
+    if (scope !== 'others') app.refreshCookie.clear(request, reply)
     reply.code(204)
   })
 }

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { perIp } from '../../../plugins/infra/rate-limit.js'
+import { TransportHeaders } from '../schemas.js'
 import { ChangeBody, ForgotBody, ResetBody, changeResponses, forgotResponses, resetResponses } from './schemas.js'
 
 const mailed = 'If an account exists for this email, a reset code is on its way.'
@@ -49,6 +50,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       description: 'A wrong current password answers 400 `invalid_credentials` (not 401: the token is fine). ' +
         "Every earlier token of the account dies, the caller's too: use the pair in the reply.",
       operationId: 'changePassword',
+      headers: TransportHeaders,
       security: [{ bearerAuth: [] }],
       body: ChangeBody,
       response: changeResponses

@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox'
 import { EmailRef, PasswordRef, TokensRef, authFailures, errors } from '../../../openapi/components.js'
 import { Accepted, Code } from '../email/schemas.js'
+import { setsRefreshCookie } from '../schemas.js'
 
 const strict = { additionalProperties: false } as const
 
@@ -17,7 +18,7 @@ export const ChangeBody = Type.Object({ currentPassword: PasswordRef, newPasswor
 export const forgotResponses = { 202: Accepted, ...errors({ 400: ['validation_failed'], 429: ['rate_limited'], 503: ['service_unavailable'] }) }
 export const resetResponses = { 204: Type.Null({ description: 'The password is changed; every session has ended.' }), ...errors({ 400: ['otp_invalid', 'weak_password', 'validation_failed'], 429: ['rate_limited'], 503: ['service_unavailable'] }) }
 export const changeResponses = {
-  200: Type.Object({ tokens: TokensRef }, { additionalProperties: false, description: 'The password is changed; the new token pair of this session.' }),
+  200: Type.Object({ tokens: TokensRef }, { additionalProperties: false, description: 'The password is changed; the new token pair of this session.', ...setsRefreshCookie }),
   ...errors({
     400: ['invalid_credentials', 'weak_password', 'validation_failed'],
     401: authFailures,
