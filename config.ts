@@ -182,8 +182,8 @@ function acceptedForm (name: string): string {
   return 'a string'
 }
 
-// Values worth echoing back; secrets and URLs (which may carry a password) are not.
-const echoable = (name: string) => !/SECRET|_URL$/.test(name)
+// Values worth echoing back; secrets, keys, tokens and URLs (which may carry a password) are not.
+const echoable = (name: string) => !/SECRET|KEY|TOKEN|_URL$/.test(name)
 
 const origin = /^https?:\/\/[^/\s?#]+$/
 

@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
 import { calculateJwkThumbprint, compactDecrypt, CompactEncrypt } from 'jose'
-import { authed, build, freePort, lastCode, refresh, register, startRedis, startSmtp, type App, type Env } from '../../../helper.js'
+import { loadConfig } from '../../../../config.js'
+import { authed, build, freePort, lastCode, refresh, register, startRedis, startSmtp, testEnv, type App, type Env } from '../../../helper.js'
 import { asymmetric, encryptionKey, jwks, pair, part, profile, verifiedByJwks, type Json } from './fixtures.js'
 
 /** A compact JWE with any header, made the way RFC 7516 says, to try headers jose would not write. */
@@ -201,11 +202,12 @@ t.test('boot refusals name the variable (and never echo key material)', async t 
 })
 
 t.test('production refuses to start without APP_SECRET, naming it', async t => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'latchkey-keys-'))
-  await t.rejects(build(t, { NODE_ENV: 'production', SMTP_URL: 'smtp://127.0.0.1:2525', APP_SECRET: undefined, DATA_DIR: dataDir }), /APP_SECRET is required when NODE_ENV=production/)
-  const app = await build(t, { NODE_ENV: 'production', SMTP_URL: 'smtp://127.0.0.1:2525', ...asymmetric(pair('ES256')) })
-  t.equal(app.config.JWT_SECRET, undefined, 'an asymmetric production deployment needs no JWT_SECRET')
-  await t.rejects(build(t, { NODE_ENV: 'production', SMTP_URL: 'smtp://127.0.0.1:2525', JWT_ALGORITHM: 'ES256', JWT_SECRET: undefined }), /JWT_PRIVATE_KEY/)
+  // Production also needs DATABASE_URL; the configuration is read without connecting to it.
+  const production = { NODE_ENV: 'production', SMTP_URL: 'smtp://127.0.0.1:2525', DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/unused' }
+  t.throws(() => loadConfig(testEnv({ ...production, APP_SECRET: undefined })), /APP_SECRET: required when NODE_ENV=production/)
+  const config = loadConfig(testEnv({ ...production, ...asymmetric(pair('ES256')) }))
+  t.equal(config.JWT_SECRET, undefined, 'an asymmetric production deployment needs no JWT_SECRET')
+  await t.rejects(build(t, { JWT_ALGORITHM: 'ES256', JWT_SECRET: undefined }), /JWT_PRIVATE_KEY/)
 })
 
 t.test('outside production APP_SECRET is generated once in DATA_DIR and kept', async t => {
