@@ -183,7 +183,7 @@ function acceptedForm (name: string): string {
 }
 
 // Values worth echoing back; secrets, keys, tokens and URLs (which may carry a password) are not.
-const echoable = (name: string) => !/SECRET|KEY|TOKEN|_URL$/.test(name)
+const echoable = (name: string) => !/SECRET|_KEYS?$|_FEED_TOKEN$|_URL$/.test(name)
 
 const origin = /^https?:\/\/[^/\s?#]+$/
 
