@@ -32,7 +32,19 @@ export const EnvSchema = Type.Object({
   MAIL_FROM: Type.String({ default: 'latchkey <no-reply@latchkey.local>' }),
 
   JWT_SECRET: Type.Optional(Type.String({ minLength: 32 })),
-  JWT_ALGORITHM: Type.Union([Type.Literal('HS256'), Type.Literal('HS384'), Type.Literal('HS512')], { default: 'HS256' }),
+  JWT_ALGORITHM: Type.Union(['HS256', 'HS384', 'HS512', 'RS256', 'ES256', 'EdDSA'].map(a => Type.Literal(a)), { default: 'HS256' }),
+  JWT_PRIVATE_KEY: Type.Optional(Type.String()),
+  JWT_PRIVATE_KEY_FILE: Type.Optional(Type.String()),
+  JWT_KEY_ID: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^[\\x21-\\x7e]+$' })),
+  JWT_PREVIOUS_SECRETS: Type.Optional(Type.String()),
+  JWT_PREVIOUS_PUBLIC_KEYS: Type.Optional(Type.String()),
+  JWT_PREVIOUS_PUBLIC_KEYS_FILE: Type.Optional(Type.String()),
+  JWT_NEXT_PUBLIC_KEY: Type.Optional(Type.String()),
+  JWT_NEXT_PUBLIC_KEY_FILE: Type.Optional(Type.String()),
+  JWKS_MAX_AGE: Duration('300'),
+  TOKEN_ENCRYPTION_KEY: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' })),
+  TOKEN_ENCRYPTION_PREVIOUS_KEYS: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{43}(,[A-Za-z0-9_-]{43})*$' })),
+  APP_SECRET: Type.Optional(Type.String({ minLength: 32 })),
   JWT_ISSUER: Type.String({ minLength: 1, default: 'latchkey' }),
   JWT_AUDIENCE: Type.String({ minLength: 1, default: 'latchkey' }),
   JWT_LEEWAY: Duration('0'),
@@ -69,14 +81,17 @@ export const EnvSchema = Type.Object({
 
 type Env = Static<typeof EnvSchema>
 type DurationKey = {
-  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | 'JWT_LEEWAY' | 'REDIS_CONNECT_TIMEOUT' ? K : never) : never
+  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | 'JWT_LEEWAY' | 'JWKS_MAX_AGE' | 'REDIS_CONNECT_TIMEOUT' ? K : never) : never
 }[keyof Env]
 
-/** The environment, validated, with durations in seconds and the signing secret resolved. */
-export type Config = Omit<Env, DurationKey | 'TRUST_PROXY'> & Record<DurationKey, number> & {
-  JWT_SECRET: string
+/** The environment, validated, with durations in seconds and the secrets resolved (JWT_SECRET under HS* only). */
+export type Config = Omit<Env, DurationKey | 'TRUST_PROXY' | 'JWT_ALGORITHM'> & Record<DurationKey, number> & {
+  JWT_ALGORITHM: Algorithm
+  APP_SECRET: string
   TRUST_PROXY: TrustProxy
 }
+
+export type Algorithm = 'HS256' | 'HS384' | 'HS512' | 'RS256' | 'ES256' | 'EdDSA'
 
 const units: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
 const durationKeys = Object.entries(EnvSchema.properties)
@@ -101,14 +116,15 @@ function trustProxy (value: string): TrustProxy {
 }
 
 // Outside production a missing secret is generated once and kept beside the
-// embedded database, so tokens survive restarts of `npm start`.
-function resolveSecret (env: Env): string {
-  if (env.JWT_SECRET) return env.JWT_SECRET
+// embedded database, so tokens and email codes survive restarts of `npm start`.
+function resolveSecret (env: Env, name: 'JWT_SECRET' | 'APP_SECRET', fileName: string, why: string): string {
+  const given = env[name]
+  if (given) return given
   if (env.NODE_ENV === 'production') {
-    throw new Error('JWT_SECRET is required when NODE_ENV=production (at least 32 characters)')
+    throw new Error(`${name} is required when NODE_ENV=production (at least 32 characters; ${why})`)
   }
   const dir = resolve(env.DATA_DIR)
-  const file = join(dir, 'jwt-secret')
+  const file = join(dir, fileName)
   if (!existsSync(file)) {
     mkdirSync(dir, { recursive: true })
     // Written whole under a private name, then linked into place, which fails if
@@ -124,7 +140,7 @@ function resolveSecret (env: Env): string {
     }
   }
   const secret = readFileSync(file, 'utf8').trim()
-  if (secret.length < 32) throw new Error(`${file} must hold a JWT secret of at least 32 characters; delete it to generate a new one`)
+  if (secret.length < 32) throw new Error(`${file} must hold a secret of at least 32 characters (${name}); delete it to generate a new one`)
   return secret
 }
 
@@ -135,7 +151,9 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   const config = { ...parsed } as unknown as Config
   for (const key of durationKeys) config[key] = seconds(parsed[key] as string)
   config.TRUST_PROXY = trustProxy(parsed.TRUST_PROXY)
-  config.JWT_SECRET = resolveSecret(parsed)
+  // An asymmetric deployment signs with its private key and needs no HMAC secret.
+  if (parsed.JWT_ALGORITHM.startsWith('HS')) config.JWT_SECRET = resolveSecret(parsed, 'JWT_SECRET', 'jwt-secret', 'the token-signing secret')
+  config.APP_SECRET = resolveSecret(parsed, 'APP_SECRET', 'app-secret', 'the root of the email-code key')
   // Without SMTP the one-time codes are written to the log: fine on a laptop, never in production.
   if (parsed.NODE_ENV === 'production' && !parsed.SMTP_URL) {
     throw new Error('SMTP_URL is required when NODE_ENV=production (without it, email codes would be written to the log)')

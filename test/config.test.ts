@@ -111,7 +111,7 @@ t.test('outside production a secret is generated once in DATA_DIR (mode 0600) an
   const dataDir = join(tempDir(), 'not-yet-created')
   const first = await build(t, { JWT_SECRET: undefined, DATA_DIR: dataDir })
   const file = join(dataDir, 'jwt-secret')
-  t.ok(first.config.JWT_SECRET.length >= 32, 'the generated secret is long enough')
+  t.ok((first.config.JWT_SECRET ?? '').length >= 32, 'the generated secret is long enough')
   t.equal(readFileSync(file, 'utf8').trim(), first.config.JWT_SECRET)
   t.equal(statSync(file).mode & 0o777, 0o600)
   await first.close()

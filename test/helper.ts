@@ -72,6 +72,7 @@ export function testEnv (overrides: Env = {}): Env {
     NODE_ENV: 'test',
     LOG_LEVEL: 'silent',
     JWT_SECRET: 'test-secret-test-secret-test-secret-0123',
+    APP_SECRET: 'test-app-secret-test-app-secret-0123456',
     DATA_DIR: mkdtempSync(join(tmpdir(), 'latchkey-test-')),
     DATABASE_URL: process.env.DATABASE_URL,
     REDIS_URL: process.env.REDIS_URL,

@@ -22,6 +22,7 @@ export default fp(async (app) => {
       tags: [
         { name: 'auth', description: 'Registration, login, tokens and logout' },
         { name: 'profile', description: 'The signed-in user' },
+        { name: 'keys', description: 'The public keys other services verify tokens with' },
         { name: 'health', description: 'Liveness and readiness' }
       ]
     },

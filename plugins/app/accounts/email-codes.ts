@@ -1,4 +1,4 @@
-import { createHmac, hkdfSync, randomInt, timingSafeEqual } from 'node:crypto'
+import { createHmac, randomInt, timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { Transaction } from 'kysely'
@@ -62,9 +62,10 @@ export function codeMail (user: Pick<User, 'email' | 'name'>, purpose: EmailCode
 type Outcome<T> = { ok: true, user: User, result: T } | { ok: false }
 
 function createEmailCodes (app: FastifyInstance) {
-  const { config, db, mailer, log, transaction } = app
-  // A key of its own, derived from the server secret: a stolen table cannot be brute-forced offline.
-  const key = Buffer.from(hkdfSync('sha256', config.JWT_SECRET, 'latchkey', 'email-codes', 32))
+  const { config, db, mailer, log, transaction, keys } = app
+  // A key of its own, derived from APP_SECRET: a stolen table cannot be brute-forced offline,
+  // and rotating the token-signing key leaves the codes in flight working.
+  const key = keys.derive('email-codes')
   // The user and the purpose are in the message, so a hash is worthless on any other row.
   const digest = (userId: string, purpose: EmailCodePurpose, code: string) =>
     createHmac('sha256', key).update(`${purpose}:${userId}:${code}`).digest()
@@ -169,4 +170,4 @@ export default fp(async (app) => {
   app.decorate('emailCodes', emailCodes)
   // Runs before the mailer and the database close (onClose hooks run last-registered first).
   app.addHook('onClose', async () => { await emailCodes.drain() })
-}, { name: 'email-codes', dependencies: ['config', 'db', 'mailer'] })
+}, { name: 'email-codes', dependencies: ['config', 'db', 'mailer', 'keys'] })

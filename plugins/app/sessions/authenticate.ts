@@ -23,10 +23,8 @@ declare module 'fastify' {
     /** After authenticate: 403 `forbidden` unless the caller has the role. */
     requireRole (role: User['role']): (request: FastifyRequest) => Promise<void>
   }
-}
-
-declare module '@fastify/jwt' {
-  interface FastifyJWT {
+  interface FastifyRequest {
+    /** Set by `authenticate`, from the fresh state. */
     user: RequestUser
   }
 }
@@ -40,7 +38,6 @@ export function bearerToken (request: FastifyRequest): string | undefined {
 }
 
 export default fp(async (app) => {
-  // `request.user`, typed through @fastify/jwt; set by `authenticate`, from the fresh state.
   app.decorateRequest('user', null as unknown as RequestUser)
 
   app.decorate('principalOf', async (claims: AccessClaims) => {

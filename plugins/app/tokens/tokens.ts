@@ -1,8 +1,7 @@
-import { randomUUID } from 'node:crypto'
+import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
-import fastifyJwt, { type JWT } from '@fastify/jwt'
-import { TokenError } from 'fast-jwt'
+import { createDecoder, createSigner, createVerifier, TokenError } from 'fast-jwt'
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { Kysely, Transaction } from 'kysely'
@@ -10,6 +9,7 @@ import type { Database, User } from '../../../db/schema.js'
 import { insertRefreshToken } from '../../../db/queries/refresh-tokens.js'
 import { AppError, type ErrorCode } from '../../infra/errors.js'
 import type { Tokens } from '../../../openapi/components.js'
+import type { Keyring } from './keys.js'
 
 const Uuid = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' })
 const Seconds = Type.Integer({ minimum: 0 })
@@ -59,26 +59,120 @@ export interface RefreshRecord {
   exp: number
 }
 
+// Headers that point at a key somewhere else: a token never chooses its own key.
+const foreignKeyHeaders = ['jku', 'x5u', 'jwk', 'x5c']
+
+/** The JWS header of a token, or undefined when it is not a JSON object. Only read to pick the key. */
+function headerOf (token: string): Record<string, unknown> | undefined {
+  const dot = token.indexOf('.')
+  if (dot <= 0) return undefined
+  try {
+    const header: unknown = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString('utf8'))
+    return header !== null && typeof header === 'object' && !Array.isArray(header) ? header as Record<string, unknown> : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const base64url = /^[A-Za-z0-9_-]*$/
+const jweHeaderMembers = ['alg', 'cty', 'enc', 'kid']
+
+/**
+ * Compact JWE, one profile only (RFC 7516 with `dir` and A256GCM, RFC 7518
+ * §5.3): the signed token is the plaintext, the protected header is the
+ * additional data. Written on node:crypto rather than through jose so that
+ * sealing and opening stay synchronous on the authentication path.
+ */
+function createSealer (encryption: NonNullable<Keyring['encryption']>) {
+  const { current, accepted } = encryption
+  const header = Buffer.from(JSON.stringify({ alg: 'dir', enc: 'A256GCM', cty: 'JWT', kid: current.kid })).toString('base64url')
+
+  function seal (jws: string): string {
+    const iv = randomBytes(12)
+    const cipher = createCipheriv('aes-256-gcm', current.key, iv).setAAD(Buffer.from(header, 'ascii'))
+    const ciphertext = Buffer.concat([cipher.update(jws, 'utf8'), cipher.final()])
+    return `${header}..${iv.toString('base64url')}.${ciphertext.toString('base64url')}.${cipher.getAuthTag().toString('base64url')}`
+  }
+
+  /** The signed token inside, or undefined for anything that is not our JWE under a key we hold. */
+  function open (token: string): string | undefined {
+    const parts = token.split('.')
+    if (parts.length !== 5 || !parts.every(part => base64url.test(part))) return undefined
+    const [encodedHeader, encryptedKey, encodedIv, encodedCiphertext, encodedTag] = parts
+    const fields = headerOf(encodedHeader + '.')
+    if (!fields || encryptedKey !== '') return undefined
+    // Exactly the members we write: no `zip`, no `crit`, no other algorithm.
+    if (Object.keys(fields).sort().join() !== jweHeaderMembers.join() || fields.alg !== 'dir' || fields.enc !== 'A256GCM' || fields.cty !== 'JWT') return undefined
+    const key = typeof fields.kid === 'string' ? accepted.get(fields.kid) : undefined
+    const iv = Buffer.from(encodedIv, 'base64url')
+    const tag = Buffer.from(encodedTag, 'base64url')
+    if (!key || iv.length !== 12 || tag.length !== 16) return undefined
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: 16 }).setAAD(Buffer.from(encodedHeader, 'ascii')).setAuthTag(tag)
+      return Buffer.concat([decipher.update(Buffer.from(encodedCiphertext, 'base64url')), decipher.final()]).toString('utf8')
+    } catch {
+      return undefined
+    }
+  }
+
+  return { seal, open }
+}
+
 function createTokens (app: FastifyInstance) {
-  const { config } = app
+  const { config, keys } = app
   const leeway = config.JWT_LEEWAY
-  // One @fastify/jwt namespace per kind, each with its own fixed verify options.
-  const jwt = app.jwt as unknown as Record<TokenKind, JWT>
+  const { signing } = keys
+  const signers = {
+    // Access tokens say what they are in the header too (RFC 9068).
+    access: createSigner({ key: signing.material, algorithm: signing.alg, kid: signing.kid, header: { alg: signing.alg, typ: 'at+jwt' } }),
+    refresh: createSigner({ key: signing.material, algorithm: signing.alg, kid: signing.kid })
+  }
+  // One verifier per accepted key and kind, built once: each allows its key's one algorithm only.
+  const verifiers = new Map([...keys.accepted.values()].map(key => {
+    const make = (kind: TokenKind) => createVerifier({
+      key: key.material,
+      algorithms: [key.alg],
+      allowedIss: config.JWT_ISSUER,
+      allowedAud: config.JWT_AUDIENCE,
+      requiredClaims: required,
+      checkTyp: kind === 'access' ? 'at+jwt' : undefined,
+      clockTolerance: leeway * 1000,
+      // Verified signatures are remembered briefly; claims and revocation are still checked every time.
+      cache: 10_000
+    })
+    return [key.kid, { access: make('access'), refresh: make('refresh') }]
+  }))
+  const sealer = keys.encryption && createSealer(keys.encryption)
+  const decodeUnverified = createDecoder()
 
   /** Signs a token of the given kind; `iat` and `exp` are in the claims so a refresh token can be signed again identically. */
   function sign (kind: 'access', claims: Omit<AccessClaims, 'iss' | 'aud' | 'typ'>): string
   function sign (kind: 'refresh', claims: Omit<RefreshClaims, 'iss' | 'aud' | 'typ'>): string
   function sign (kind: TokenKind, claims: object): string {
-    return jwt[kind].sign({ ...claims, iss: config.JWT_ISSUER, aud: config.JWT_AUDIENCE, typ: kind })
+    const jws = signers[kind]({ ...claims, iss: config.JWT_ISSUER, aud: config.JWT_AUDIENCE, typ: kind })
+    return sealer ? sealer.seal(jws) : jws
+  }
+
+  /** The signed token a client presented: with encryption on, only from inside our JWE (no downgrade to a bare JWS). */
+  function unwrap (token: string): string {
+    if (!sealer) return token
+    const jws = sealer.open(token)
+    if (jws === undefined) throw new AppError('token_invalid')
+    return jws
   }
 
   /** Verifies signature, algorithm, issuer, audience, lifetime and the shape of every claim. */
   function verify (token: string, kind: 'access'): AccessClaims
   function verify (token: string, kind: 'refresh'): RefreshClaims
   function verify (token: string, kind: TokenKind): AccessClaims | RefreshClaims {
+    const jws = unwrap(token)
+    const header = headerOf(jws)
+    if (!header || foreignKeyHeaders.some(name => name in header) || typeof header.kid !== 'string') throw new AppError('token_invalid')
+    const verifier = verifiers.get(header.kid)
+    if (!verifier) throw new AppError('token_invalid')
     let payload: unknown
     try {
-      payload = jwt[kind].verify(token)
+      payload = verifier[kind](jws)
     } catch (err) {
       throw new AppError(reason(err))
     }
@@ -86,6 +180,15 @@ function createTokens (app: FastifyInstance) {
     // fast-jwt does not look at `iat`; a token from the future was not issued by us.
     if (payload.iat > now() + leeway) throw new AppError('token_invalid')
     return payload
+  }
+
+  /** The claims of a token, unverified (they only pick which verifier runs); undefined when unreadable. */
+  function decode (token: string): Record<string, unknown> | undefined {
+    try {
+      return decodeUnverified(unwrap(token)) as Record<string, unknown>
+    } catch {
+      return undefined
+    }
   }
 
   function accessFor (user: Principal, sessionId: string): string {
@@ -127,7 +230,7 @@ function createTokens (app: FastifyInstance) {
     return { tokens: pair(user, sessionId, refresh), refresh }
   }
 
-  return { verify, pair, issue, decode: (token: string) => jwt.access.decode<Record<string, unknown>>(token) }
+  return { verify, pair, issue, decode }
 }
 
 export type TokenService = ReturnType<typeof createTokens>
@@ -139,29 +242,5 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  const { config } = app
-  const key = Buffer.from(config.JWT_SECRET, 'utf8')
-  for (const kind of ['access', 'refresh'] as const) {
-    await app.register(fastifyJwt, {
-      namespace: kind,
-      secret: key,
-      decoratorName: `${kind}Claims`,
-      sign: {
-        algorithm: config.JWT_ALGORITHM,
-        // Access tokens say what they are in the header too (RFC 9068).
-        header: kind === 'access' ? { typ: 'at+jwt' } as JWT['options']['sign']['header'] : undefined
-      },
-      verify: {
-        algorithms: [config.JWT_ALGORITHM],
-        allowedIss: config.JWT_ISSUER,
-        allowedAud: config.JWT_AUDIENCE,
-        requiredClaims: required,
-        checkTyp: kind === 'access' ? 'at+jwt' : undefined,
-        clockTolerance: config.JWT_LEEWAY * 1000,
-        // Verified signatures are remembered briefly; claims and revocation are still checked every time.
-        cache: 10_000
-      }
-    })
-  }
   app.decorate('tokens', createTokens(app))
-}, { name: 'tokens', dependencies: ['config'] })
+}, { name: 'tokens', dependencies: ['config', 'keys'] })
