@@ -55,6 +55,12 @@ export const EnvSchema = Type.Object({
   REFRESH_REUSE_INTERVAL: Duration('10s'),
   FLUSH_EXPIRED_INTERVAL: Duration('1h'),
 
+  DEVICE_LIMIT: Type.Integer({ minimum: 0, default: 0 }),
+  DEVICE_LIMIT_POLICY: Type.Union([Type.Literal('reject'), Type.Literal('evict_oldest')], { default: 'reject' }),
+  TOKEN_BINDING: Type.Union([Type.Literal('none'), Type.Literal('device'), Type.Literal('ip'), Type.Literal('device+ip')], { default: 'none' }),
+  SESSION_IDLE_TIMEOUT: Duration('0'),
+  SESSION_MAX_LIFETIME: Duration('30d'),
+
   PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 8, maximum: 128, default: 8 }),
 
   OTP_TTL: Duration('10m'),
@@ -81,7 +87,7 @@ export const EnvSchema = Type.Object({
 
 type Env = Static<typeof EnvSchema>
 type DurationKey = {
-  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | 'JWT_LEEWAY' | 'JWKS_MAX_AGE' | 'REDIS_CONNECT_TIMEOUT' ? K : never) : never
+  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | 'JWT_LEEWAY' | 'JWKS_MAX_AGE' | 'REDIS_CONNECT_TIMEOUT' | 'SESSION_IDLE_TIMEOUT' | 'SESSION_MAX_LIFETIME' ? K : never) : never
 }[keyof Env]
 
 /** The environment, validated, with durations in seconds and the secrets resolved (JWT_SECRET under HS* only). */
@@ -162,6 +168,8 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   if (config.FLUSH_EXPIRED_INTERVAL > 24 * 86400) {
     throw new Error('FLUSH_EXPIRED_INTERVAL must be at most 24d (0 turns the periodic flush off)')
   }
+  // 0 would end every session the moment it opens.
+  if (config.SESSION_MAX_LIFETIME === 0) throw new Error('SESSION_MAX_LIFETIME must be longer than 0')
   return config
 }
 

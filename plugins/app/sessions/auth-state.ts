@@ -15,6 +15,8 @@ export interface UserState {
 export interface SessionState {
   userId: string
   revoked: boolean
+  /** Milliseconds since the epoch: the maximum lifetime counts from here. */
+  createdAt: number
 }
 
 export interface Changed {
@@ -99,7 +101,7 @@ export default fp(async (app) => {
     }),
     session: (id: string) => read<SessionState>(`sessions:${id}`, async () => {
       const row = await findSession(db, id)
-      return row ? { userId: row.user_id, revoked: row.revoked_at !== null } : null
+      return row ? { userId: row.user_id, revoked: row.revoked_at !== null, createdAt: row.created_at.getTime() } : null
     }),
     async invalidate ({ users = [], sessions = [] }: Changed) {
       const keys = [...users.map(id => `users:${id}`), ...sessions.map(id => `sessions:${id}`)]
