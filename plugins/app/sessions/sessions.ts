@@ -89,7 +89,10 @@ function createSessions (app: FastifyInstance) {
       await lockSession(trx, id)
       evicted.push(...await revokeSessions(trx, userId, { only: id }))
     }
-    afterCommit(() => authState.invalidate({ sessions: evicted }))
+    afterCommit(() => {
+      app.log.info({ userId, sessionIds: evicted }, 'sessions evicted at the device limit')
+      return authState.invalidate({ sessions: evicted })
+    })
   }
 
   /**
@@ -105,7 +108,10 @@ function createSessions (app: FastifyInstance) {
       await lockUser(trx, user.id)
       const active = await listActiveSessions(trx, user.id, liveness())
       const excess = active.length + 1 - config.DEVICE_LIMIT
-      if (excess > 0 && config.DEVICE_LIMIT_POLICY === 'reject') return { refused: 'device_limit_reached' }
+      if (excess > 0 && config.DEVICE_LIMIT_POLICY === 'reject') {
+        app.log.info({ userId: user.id }, 'login refused at the device limit')
+        return { refused: 'device_limit_reached' }
+      }
       if (excess > 0) await evict(trx, afterCommit, user.id, active.sort(byLeastRecentlySeen).slice(0, excess).map(s => s.id))
     }
     const now = Date.now()
