@@ -125,3 +125,37 @@ for (const policy of ['reject', 'evict_oldest'] as const) {
     t.same(live.sort(), open.map(row => row.id).sort(), 'and only their tokens work')
   })
 }
+
+t.test('evict_oldest racing refreshes of the session it picks: two sessions stay open, and only their tokens work', async t => {
+  const app = await build(t, { DEVICE_LIMIT: '2', DEVICE_LIMIT_POLICY: 'evict_oldest' })
+  for (let round = 0; round < 3; round++) {
+    const account = await register(app)
+    const phone = await login(app, account.email, 'phone')
+    // The registration's session refreshes back to back for as long as the login runs, so one of
+    // its refreshes meets the login's transaction, whichever session that one picks.
+    const race = { loggingIn: true }
+    const issued: Tokens[] = [account.tokens, phone]
+    const refreshing = (async () => {
+      let current = account.tokens
+      while (race.loggingIn) {
+        const res = await refresh(app, current.refreshToken)
+        if (res.statusCode !== 200) return res.json().code
+        current = res.json().tokens
+        issued.push(current)
+      }
+      return 'still open'
+    })()
+    const tablet = await app.inject({ method: 'POST', url: '/auth/login', payload: { email: account.email, password, deviceName: 'tablet' } })
+    race.loggingIn = false
+    const ending = await refreshing
+    t.equal(tablet.statusCode, 200)
+    issued.push(tablet.json().tokens)
+    t.ok(['still open', 'token_revoked'].includes(ending), `the refreshes end as an evicted session's do, or not at all (${ending})`)
+
+    const open = (await openRows(app, account.id)).map(row => row.id).sort()
+    t.equal(open.length, 2, 'two sessions open')
+    const live = new Set<string>()
+    for (const tokens of issued) if ((await profile(app, tokens)).statusCode === 200) live.add(sid(tokens.accessToken))
+    t.same([...live].sort(), open, 'every working token belongs to an open session, and each open one has one')
+  }
+})
