@@ -99,8 +99,9 @@ function createSessions (app: FastifyInstance) {
    * Opens a session for a user who just proved who they are, inside the
    * caller's transaction; returns it with its first token pair. At
    * DEVICE_LIMIT, `reject` opens nothing and returns the refusal instead of
-   * throwing it, so the caller's transaction commits (with what it records of
-   * the refusal); `evict_oldest` ends the least recently seen sessions first.
+   * throwing it, so that the caller's transaction can still commit what it
+   * records of the refusal (SPEC §9.1); `evict_oldest` ends the least recently
+   * seen sessions first.
    */
   async function open (trx: Transaction<Database>, afterCommit: AfterCommit, user: User, device: DeviceInfo): Promise<{ session: Session, tokens: Tokens } | { refused: 'device_limit_reached' }> {
     if (config.DEVICE_LIMIT > 0) {
