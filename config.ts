@@ -63,6 +63,12 @@ export const EnvSchema = Type.Object({
   REFRESH_COOKIE: Type.Union([Type.Literal('off'), Type.Literal('on')], { default: 'off' }),
   FLUSH_EXPIRED_INTERVAL: Duration('1h'),
 
+  DEVICE_LIMIT: Type.Integer({ minimum: 0, default: 0 }),
+  DEVICE_LIMIT_POLICY: Type.Union([Type.Literal('reject'), Type.Literal('evict_oldest')], { default: 'reject' }),
+  TOKEN_BINDING: Type.Union([Type.Literal('none'), Type.Literal('device'), Type.Literal('ip'), Type.Literal('device+ip')], { default: 'none' }),
+  SESSION_IDLE_TIMEOUT: Duration('0'),
+  SESSION_MAX_LIFETIME: Duration('30d'),
+
   PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 8, maximum: 128, default: 8 }),
 
   OTP_TTL: Duration('10m'),
@@ -89,7 +95,7 @@ export const EnvSchema = Type.Object({
 
 type Env = Static<typeof EnvSchema>
 type DurationKey = {
-  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | `${string}_TIMEOUT` | 'JWT_LEEWAY' | 'JWKS_MAX_AGE' | 'SHUTDOWN_GRACE' ? K : never) : never
+  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | `${string}_TIMEOUT` | 'JWT_LEEWAY' | 'JWKS_MAX_AGE' | 'SHUTDOWN_GRACE' | 'SESSION_MAX_LIFETIME' ? K : never) : never
 }[keyof Env]
 
 /** The environment, validated, with durations in seconds and the secrets resolved (JWT_SECRET under HS* only). */
@@ -245,6 +251,8 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     problem('HEADERS_TIMEOUT', `at most REQUEST_TIMEOUT (${config.REQUEST_TIMEOUT}s)`)
   }
   if (config.HEADERS_TIMEOUT === 0) problem('HEADERS_TIMEOUT', 'more than 0 (a client sending its headers slowly would hold a socket forever)')
+  // 0 would end every session the moment it opens.
+  if (config.SESSION_MAX_LIFETIME === 0) problem('SESSION_MAX_LIFETIME', 'longer than 0')
 
   if (problems.size > 0) throw new ConfigError([...problems.values()])
   return config

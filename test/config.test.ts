@@ -33,6 +33,11 @@ t.test('with nothing set, the documented defaults apply', async t => {
   t.equal(config.OTP_RESEND_COOLDOWN, 60)
   t.equal(config.PASSWORD_MIN_LENGTH, 8)
   t.equal(config.RATE_LIMIT_ENABLED, true)
+  t.equal(config.DEVICE_LIMIT, 0)
+  t.equal(config.DEVICE_LIMIT_POLICY, 'reject')
+  t.equal(config.TOKEN_BINDING, 'none')
+  t.equal(config.SESSION_IDLE_TIMEOUT, 0)
+  t.equal(config.SESSION_MAX_LIFETIME, 30 * 86400)
 })
 
 t.test('the app exposes the validated configuration as app.config', async t => {
@@ -74,7 +79,12 @@ t.test('a wrong value stops the boot with a message naming the variable', async 
     DATABASE_URL: 'mysql://127.0.0.1/latchkey',
     REDIS_URL: 'http://127.0.0.1:6379',
     JWT_ALGORITHM: 'none',
-    PASSWORD_MIN_LENGTH: '4'
+    PASSWORD_MIN_LENGTH: '4',
+    DEVICE_LIMIT: '-1',
+    DEVICE_LIMIT_POLICY: 'evict_newest',
+    TOKEN_BINDING: 'cookie',
+    SESSION_IDLE_TIMEOUT: '10 minutes',
+    SESSION_MAX_LIFETIME: '0'
   }
   for (const [name, value] of Object.entries(cases)) {
     await t.rejects(build(t, { [name]: value }), new RegExp(`\\b${name}\\b`), `${name}=${value}`)

@@ -426,6 +426,7 @@ export interface operations {
             /**
              * @description Conflict, with `code`:
              *     - `email_taken`: An account with this email already exists.
+             *     - `device_limit_reached`: The limit of signed-in devices has been reached.
              */
             409: {
                 headers: {
@@ -567,6 +568,26 @@ export interface operations {
                 };
             };
             /**
+             * @description Conflict, with `code`:
+             *     - `device_limit_reached`: The limit of signed-in devices has been reached.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 409,
+                     *       "code": "device_limit_reached",
+                     *       "error": "Conflict",
+                     *       "message": "The limit of signed-in devices has been reached."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
              * @description Too Many Requests, with `code`:
              *     - `rate_limited`: Too many requests; try again later.
              */
@@ -652,6 +673,7 @@ export interface operations {
              *     - `token_revoked`: The token has been revoked.
              *     - `refresh_reused`: The refresh token was already used; the session has been ended.
              *     - `account_disabled`: The account is disabled.
+             *     - `token_binding_mismatch`: The token was issued to another device.
              *     - `validation_failed`: The request is not valid.
              */
             400: {
@@ -1406,6 +1428,8 @@ export interface operations {
                         sid: string;
                         /** @description Expiry, in seconds since the epoch. */
                         exp: number;
+                        /** @description Bound to a device and/or IP (TOKEN_BINDING); reported, not enforced here. */
+                        bound: boolean;
                     };
                 };
             };
@@ -1810,6 +1834,11 @@ export interface operations {
                             createdAt: string;
                             /** Format: date-time */
                             lastSeenAt: string;
+                            /**
+                             * Format: date-time
+                             * @description When the session ends unless refreshed before: its idle timeout, its refresh token or its maximum lifetime.
+                             */
+                            expiresAt: string;
                             /** @description The session of the token making this request. */
                             current: boolean;
                         }[];

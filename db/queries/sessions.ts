@@ -6,6 +6,7 @@ export interface NewSession {
   deviceName: string | null
   ip: string | null
   userAgent: string | null
+  createdAt: Date
   expiresAt: Date
 }
 
@@ -15,6 +16,9 @@ export function insertSession (db: Kysely<Database>, session: NewSession): Promi
     device_name: session.deviceName,
     ip: session.ip,
     user_agent: session.userAgent,
+    // From the same clock as the lifetimes computed from it, not the database's.
+    created_at: session.createdAt,
+    last_seen_at: session.createdAt,
     expires_at: session.expiresAt
   }).returningAll().executeTakeFirstOrThrow()
 }
@@ -23,13 +27,21 @@ export function findSession (db: Kysely<Database>, id: string): Promise<Session 
   return db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirst()
 }
 
-export function listActiveSessions (db: Kysely<Database>, userId: string): Promise<Session[]> {
-  return db.selectFrom('sessions').selectAll()
+/** How old a session may be and how long ago it may have been seen, and still be active (SPEC §8). */
+export interface Liveness {
+  createdAfter: Date
+  seenAfter?: Date
+}
+
+/** The user's active sessions, newest first: not revoked, and within their lifetimes. */
+export function listActiveSessions (db: Kysely<Database>, userId: string, live: Liveness): Promise<Session[]> {
+  let query = db.selectFrom('sessions').selectAll()
     .where('user_id', '=', userId)
     .where('revoked_at', 'is', null)
     .where('expires_at', '>', new Date())
-    .orderBy('created_at', 'desc')
-    .execute()
+    .where('created_at', '>', live.createdAfter)
+  if (live.seenAfter !== undefined) query = query.where('last_seen_at', '>', live.seenAfter)
+  return query.orderBy('created_at', 'desc').execute()
 }
 
 /** Reads a session and holds its row until the transaction ends: every write to its refresh tokens takes this first. */

@@ -2,13 +2,14 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { AppError } from '../../plugins/infra/errors.js'
 import { bearerToken } from '../../plugins/app/sessions/authenticate.js'
+import { clientOf } from '../../plugins/app/sessions/binding.js'
 import { perIp } from '../../plugins/infra/rate-limit.js'
 import {
   LoginBody, LogoutBody, RefreshBody, RegisterBody, TransportHeaders,
   loginResponses, logoutResponses, refreshResponses, registerResponses
 } from './schemas.js'
 
-const device = (request: FastifyRequest, deviceName?: string) => ({ deviceName, ip: request.ip, userAgent: request.headers['user-agent'] })
+const device = (request: FastifyRequest, deviceName?: string) => ({ deviceName, ...clientOf(request) })
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
@@ -17,7 +18,9 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     try {
       const token = bearerToken(request)
       if (token !== undefined) {
-        const user = await app.principalOf(app.tokens.verify(token, 'access'))
+        const claims = app.tokens.verify(token, 'access')
+        const user = await app.principalOf(claims)
+        await app.binding.enforce('access', claims, clientOf(request))
         return { userId: user.id, sessionId: user.sessionId }
       }
     } catch (err) {
@@ -25,6 +28,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
     if (refreshToken === undefined) throw new AppError('token_missing')
     const claims = await app.sessions.check(refreshToken)
+    await app.binding.enforce('refresh', claims, clientOf(request))
     return { userId: claims.sub, sessionId: claims.sid }
   }
 
@@ -73,7 +77,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       body: RefreshBody,
       response: refreshResponses
     }
-  }, async (request) => ({ tokens: await app.sessions.rotate(app.refreshCookie.required(request, request.body.refreshToken)) }))
+  }, async (request) => ({ tokens: await app.sessions.rotate(app.refreshCookie.required(request, request.body.refreshToken), clientOf(request)) }))
 
   app.post('/logout', {
     // A logout by access token may come with no body at all.

@@ -56,16 +56,16 @@ export const TokensOnly = Type.Object({ tokens: TokensRef }, { description: 'The
 
 export const registerResponses = {
   201: UserWithTokens,
-  ...errors({ 400: ['weak_password', 'validation_failed'], 409: ['email_taken'], 429: ['rate_limited'], 503: ['service_unavailable'] })
+  ...errors({ 400: ['weak_password', 'validation_failed'], 409: ['email_taken', 'device_limit_reached'], 429: ['rate_limited'], 503: ['service_unavailable'] })
 }
 export const loginResponses = {
   200: UserWithTokens,
-  ...errors({ 400: ['validation_failed'], 401: ['invalid_credentials'], 429: ['rate_limited'], 503: ['service_unavailable'] })
+  ...errors({ 400: ['validation_failed'], 401: ['invalid_credentials'], 409: ['device_limit_reached'], 429: ['rate_limited'], 503: ['service_unavailable'] })
 }
 export const refreshResponses = {
   200: TokensOnly,
   ...errors({
-    400: ['token_expired', 'token_invalid', 'token_revoked', 'refresh_reused', 'account_disabled', 'validation_failed'],
+    400: ['token_expired', 'token_invalid', 'token_revoked', 'refresh_reused', 'account_disabled', 'token_binding_mismatch', 'validation_failed'],
     429: ['rate_limited'],
     503: ['service_unavailable']
   })

@@ -1,7 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { authFailures, errors } from '../../openapi/components.js'
-import { listActiveSessions } from '../../db/queries/sessions.js'
 
 const SessionView = Type.Object({
   id: Type.String({ format: 'uuid', description: "The tokens' `sid`." }),
@@ -10,6 +9,7 @@ const SessionView = Type.Object({
   userAgent: Type.Union([Type.String(), Type.Null()]),
   createdAt: Type.String({ format: 'date-time' }),
   lastSeenAt: Type.String({ format: 'date-time' }),
+  expiresAt: Type.String({ format: 'date-time', description: 'When the session ends unless refreshed before: its idle timeout, its refresh token or its maximum lifetime.' }),
   current: Type.Boolean({ description: 'The session of the token making this request.' })
 }, { additionalProperties: false })
 
@@ -24,7 +24,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: Type.Object({ sessions: Type.Array(SessionView) }, { description: 'The active sessions, newest first.' }), ...errors({ 401: authFailures, 429: ['rate_limited'], 503: ['service_unavailable'] }) }
     }
   }, async (request) => {
-    const sessions = await listActiveSessions(app.db, request.user.id)
+    const sessions = await app.sessions.list(request.user.id)
     return {
       sessions: sessions.map(s => ({
         id: s.id,
@@ -33,6 +33,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
         userAgent: s.user_agent,
         createdAt: s.created_at.toISOString(),
         lastSeenAt: s.last_seen_at.toISOString(),
+        expiresAt: s.endsAt.toISOString(),
         current: s.id === request.user.sessionId
       }))
     }

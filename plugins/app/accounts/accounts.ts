@@ -8,6 +8,7 @@ import {
 import { AppError } from '../../infra/errors.js'
 import type { AfterCommit } from '../../infra/db.js'
 import { principal, type DeviceInfo } from '../sessions/sessions.js'
+import type { Client } from '../sessions/binding.js'
 import type { RequestUser } from '../sessions/authenticate.js'
 import type { Tokens, UserView } from '../../../openapi/components.js'
 
@@ -39,10 +40,13 @@ function createAccounts (app: FastifyInstance) {
   async function register (input: { email: string, password: string, name?: string }, device: DeviceInfo): Promise<{ user: UserView, tokens: Tokens }> {
     // Hashed first: no transaction is held open while argon2 runs.
     const passwordHash = await passwords.hash(input.password)
-    const { user, tokens } = await transaction(async trx => {
+    const { user, tokens } = await transaction(async (trx, afterCommit) => {
       const user = await insertUser(trx, { email: input.email, password_hash: passwordHash, name: input.name ?? null })
       if (!user) throw new AppError('email_taken')
-      return { user, ...await sessions.open(trx, user, device) }
+      const opened = await sessions.open(trx, afterCommit, user, device)
+      // Its first session counts toward DEVICE_LIMIT like any other; a new account has no other.
+      if ('refused' in opened) throw new AppError(opened.refused)
+      return { user, ...opened }
     })
     // The account exists now: a failure to store or mail the code is logged, and resend recovers from it.
     await emailCodes.send(user, 'verify_email')
@@ -55,15 +59,20 @@ function createAccounts (app: FastifyInstance) {
     const found = await findUserByEmail(db, input.email)
     const ok = await passwords.verify(found?.password_hash, input.password)
     if (!found || !ok || found.disabled_at !== null) throw new AppError('invalid_credentials')
-    const { user, tokens } = await transaction(async trx => {
+    const outcome = await transaction(async (trx, afterCommit) => {
       // Under the user's row, which a password reset or change holds while it
       // ends every session: either it comes after this session and ends it, or
       // it came first and the password just checked is no longer the password.
       const user = await lockUser(trx, found.id)
       if (!user || user.password_hash !== found.password_hash || user.disabled_at !== null) throw new AppError('invalid_credentials')
+      const opened = await sessions.open(trx, afterCommit, user, device)
+      // Refused at DEVICE_LIMIT: committed without a session, and without counting as a login.
+      if ('refused' in opened) return opened
       await touchLogin(trx, user.id)
-      return { user, ...await sessions.open(trx, user, device) }
+      return { user, ...opened }
     })
+    if ('refused' in outcome) throw new AppError(outcome.refused)
+    const { user, tokens } = outcome
     return { user: userView(user), tokens }
   }
 
@@ -79,7 +88,7 @@ function createAccounts (app: FastifyInstance) {
    * SPEC §5: a new password, every other session ends, every earlier token
    * dies (the caller's too) and the caller's session gets a fresh pair.
    */
-  async function changePassword (caller: RequestUser, currentPassword: string, newPassword: string): Promise<Tokens> {
+  async function changePassword (caller: RequestUser, currentPassword: string, newPassword: string, client: Client): Promise<Tokens> {
     const user = await findUserById(db, caller.id)
     if (!user) throw new AppError('token_revoked')
     if (!await passwords.verify(user.password_hash, currentPassword)) {
@@ -92,7 +101,7 @@ function createAccounts (app: FastifyInstance) {
       if (!locked || locked.token_version !== caller.tokenVersion) throw new AppError('token_revoked')
       await setPasswordHash(trx, caller.id, passwordHash)
       const { version } = await sessions.endAll(trx, afterCommit, caller.id, caller.sessionId)
-      return await sessions.renew(trx, { ...principal(locked), tokenVersion: version ?? locked.token_version + 1 }, caller.sessionId)
+      return await sessions.renew(trx, { ...principal(locked), tokenVersion: version ?? locked.token_version + 1 }, caller.sessionId, client)
     })
   }
 

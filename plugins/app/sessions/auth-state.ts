@@ -16,6 +16,8 @@ export interface UserState {
 export interface SessionState {
   userId: string
   revoked: boolean
+  /** Milliseconds since the epoch: the maximum lifetime counts from here. */
+  createdAt: number
 }
 
 export interface Changed {
@@ -40,7 +42,7 @@ function createAuthState (app: FastifyInstance) {
     onLookup,
     async load (id) {
       const row = await findSession(db, id)
-      return row ? { userId: row.user_id, revoked: row.revoked_at !== null } : null
+      return row ? { userId: row.user_id, revoked: row.revoked_at !== null, createdAt: row.created_at.getTime() } : null
     }
   })
 

@@ -3,6 +3,7 @@ import type { FastifyRequest } from 'fastify'
 import { AppError } from '../../infra/errors.js'
 import type { AccessClaims } from '../tokens/tokens.js'
 import type { User } from '../../../db/schema.js'
+import { clientOf } from './binding.js'
 
 export interface RequestUser {
   id: string
@@ -44,7 +45,9 @@ export default fp(async (app) => {
     const [user, session] = await Promise.all([app.authState.user(claims.sub), app.authState.session(claims.sid)])
     // Checked first: disabling also ends the sessions and bumps the version, and the old tokens say why they died.
     if (user?.disabled) throw new AppError('account_disabled')
-    if (!user || !session || session.revoked || session.userId !== claims.sub || user.tokenVersion !== claims.ver) {
+    // A session past its maximum lifetime is over, whatever a token (or JWT_LEEWAY) says.
+    const over = session !== null && session.createdAt + app.config.SESSION_MAX_LIFETIME * 1000 <= Date.now()
+    if (!user || !session || session.revoked || over || session.userId !== claims.sub || user.tokenVersion !== claims.ver) {
       throw new AppError('token_revoked')
     }
     // Role and verification come from the fresh state, not from the token.
@@ -55,7 +58,10 @@ export default fp(async (app) => {
   app.decorate('authenticate', async (request: FastifyRequest) => {
     const token = bearerToken(request)
     if (token === undefined) throw new AppError('token_missing')
-    request.user = await app.principalOf(app.tokens.verify(token, 'access'))
+    const claims = app.tokens.verify(token, 'access')
+    const user = await app.principalOf(claims)
+    await app.binding.enforce('access', claims, clientOf(request))
+    request.user = user
   })
 
   app.decorate('requireVerified', async (request: FastifyRequest) => {
@@ -65,4 +71,4 @@ export default fp(async (app) => {
   app.decorate('requireRole', (role: User['role']) => async (request: FastifyRequest) => {
     if (request.user?.role !== role) throw new AppError('forbidden')
   })
-}, { name: 'authenticate', dependencies: ['tokens', 'auth-state'] })
+}, { name: 'authenticate', dependencies: ['config', 'tokens', 'auth-state', 'binding'] })

@@ -3,19 +3,20 @@ import type { FastifyInstance } from 'fastify'
 import type { Transaction } from 'kysely'
 import type { Database, RefreshTokenRow, Session, User } from '../../../db/schema.js'
 import { bumpTokenVersion, findUserById, lockUser } from '../../../db/queries/users.js'
-import { findSession, insertSession, lockOpenSessions, lockSession, revokeSessions, touchSession } from '../../../db/queries/sessions.js'
+import {
+  findSession, insertSession, listActiveSessions, lockOpenSessions, lockSession, revokeSessions, touchSession, type Liveness
+} from '../../../db/queries/sessions.js'
 import { findRefreshToken, markRotated, revokeSessionRefreshTokens } from '../../../db/queries/refresh-tokens.js'
 import { AppError, type ErrorCode } from '../../infra/errors.js'
 import type { AfterCommit } from '../../infra/db.js'
-import type { Principal, RefreshClaims } from '../tokens/tokens.js'
+import type { Principal, RefreshClaims, TokenSession } from '../tokens/tokens.js'
+import type { Client } from './binding.js'
 import type { Tokens } from '../../../openapi/components.js'
 
 export type LogoutScope = 'global' | 'local' | 'others'
 
-export interface DeviceInfo {
+export interface DeviceInfo extends Client {
   deviceName?: string
-  ip: string
-  userAgent?: string
 }
 
 export const principal = (user: User): Principal => ({
@@ -40,30 +41,90 @@ function deviceNameFrom (userAgent: string | undefined): string | null {
  * Why a refresh token may not be used, or null when it may. One rule for
  * refresh, logout and verify, read from the rows (locked, where it matters).
  */
-function refreshProblem (claims: RefreshClaims, row: RefreshTokenRow | undefined, user: User | undefined, session: Session | undefined): ErrorCode | null {
+function refreshProblem (claims: RefreshClaims, row: RefreshTokenRow | undefined, user: User | undefined, session: Session | undefined, ended: boolean): ErrorCode | null {
   if (!row || row.session_id !== claims.sid || row.user_id !== claims.sub) return 'token_invalid'
   // Before the rest, as the authenticate hook does: disabling also ended the session.
   if (user && user.disabled_at !== null) return 'account_disabled'
-  if (!user || user.token_version !== claims.ver || !session || session.revoked_at !== null || row.revoked_at !== null) return 'token_revoked'
+  if (!user || user.token_version !== claims.ver || !session || session.revoked_at !== null || ended || row.revoked_at !== null) return 'token_revoked'
   return null
 }
 
+const byLeastRecentlySeen = (a: Session, b: Session) =>
+  a.last_seen_at.getTime() - b.last_seen_at.getTime() || a.created_at.getTime() - b.created_at.getTime()
+
 function createSessions (app: FastifyInstance) {
-  const { config, db, tokens, authState, transaction } = app
+  const { config, db, tokens, authState, transaction, binding } = app
+
+  /** The end of the session's maximum lifetime (SPEC §8): no rotation extends it, no token outlives it. */
+  const maxEnd = (session: Session) => session.created_at.getTime() + config.SESSION_MAX_LIFETIME * 1000
+
+  /** When the session ends unless it is refreshed: its last refresh token expires, its maximum lifetime passes, or it idles out. */
+  function endOf (session: Session): Date {
+    const ends = [session.expires_at.getTime(), maxEnd(session)]
+    if (config.SESSION_IDLE_TIMEOUT > 0) ends.push(session.last_seen_at.getTime() + config.SESSION_IDLE_TIMEOUT * 1000)
+    return new Date(Math.min(...ends))
+  }
+  const ended = (session: Session | undefined) => session !== undefined && endOf(session).getTime() <= Date.now()
+
+  /** What an active session is, as of now: the same lifetimes as endOf, as a query's bounds. */
+  function liveness (): Liveness {
+    const now = Date.now()
+    return {
+      createdAfter: new Date(now - config.SESSION_MAX_LIFETIME * 1000),
+      ...(config.SESSION_IDLE_TIMEOUT > 0 && { seenAfter: new Date(now - config.SESSION_IDLE_TIMEOUT * 1000) })
+    }
+  }
+
+  /** What the tokens of a session issued to this client carry: its end, and their binding. */
+  const tokenSession = (session: Session, client: Client): TokenSession =>
+    ({ id: session.id, endsAt: Math.floor(maxEnd(session) / 1000), bnd: binding.of(client) })
+
+  /**
+   * DEVICE_LIMIT under `evict_oldest`: these sessions end to make room, each
+   * under its row, and their tokens die at once on every instance.
+   */
+  async function evict (trx: Transaction<Database>, afterCommit: AfterCommit, userId: string, sessionIds: string[]): Promise<void> {
+    const evicted: string[] = []
+    for (const id of [...sessionIds].sort()) {
+      await lockSession(trx, id)
+      evicted.push(...await revokeSessions(trx, userId, { only: id }))
+    }
+    afterCommit(() => {
+      app.log.info({ userId, sessionIds: evicted }, 'sessions evicted at the device limit')
+      return authState.invalidate({ sessions: evicted })
+    })
+  }
 
   /**
    * Opens a session for a user who just proved who they are, inside the
-   * caller's transaction; returns it with its first token pair.
+   * caller's transaction; returns it with its first token pair. At
+   * DEVICE_LIMIT, `reject` opens nothing and returns the refusal instead of
+   * throwing it, so that the caller's transaction can still commit what it
+   * records of the refusal (SPEC §9.1); `evict_oldest` ends the least recently
+   * seen sessions first.
    */
-  async function open (trx: Transaction<Database>, user: User, device: DeviceInfo): Promise<{ session: Session, tokens: Tokens }> {
+  async function open (trx: Transaction<Database>, afterCommit: AfterCommit, user: User, device: DeviceInfo): Promise<{ session: Session, tokens: Tokens } | { refused: 'device_limit_reached' }> {
+    if (config.DEVICE_LIMIT > 0) {
+      // Under the user's row: concurrent logins of one account count one after the other, never past the limit.
+      await lockUser(trx, user.id)
+      const active = await listActiveSessions(trx, user.id, liveness())
+      const excess = active.length + 1 - config.DEVICE_LIMIT
+      if (excess > 0 && config.DEVICE_LIMIT_POLICY === 'reject') {
+        app.log.info({ userId: user.id }, 'login refused at the device limit')
+        return { refused: 'device_limit_reached' }
+      }
+      if (excess > 0) await evict(trx, afterCommit, user.id, active.sort(byLeastRecentlySeen).slice(0, excess).map(s => s.id))
+    }
+    const now = Date.now()
     const session = await insertSession(trx, {
       userId: user.id,
       deviceName: device.deviceName ?? deviceNameFrom(device.userAgent),
       ip: device.ip,
       userAgent: device.userAgent?.slice(0, 512) ?? null,
-      expiresAt: new Date(Date.now() + config.REFRESH_TOKEN_TTL * 1000)
+      createdAt: new Date(now),
+      expiresAt: new Date(now + Math.min(config.REFRESH_TOKEN_TTL, config.SESSION_MAX_LIFETIME) * 1000)
     })
-    const issued = await tokens.issue(trx, principal(user), session.id)
+    const issued = await tokens.issue(trx, principal(user), tokenSession(session, device))
     return { session, tokens: issued.tokens }
   }
 
@@ -73,7 +134,7 @@ function createSessions (app: FastifyInstance) {
    * so a stale token and the current one presented together are decided one
    * after the other and the theft always sees (and revokes) any successor.
    */
-  async function rotate (token: string): Promise<Tokens> {
+  async function rotate (token: string, client: Client): Promise<Tokens> {
     let claims: RefreshClaims
     try {
       claims = tokens.verify(token, 'refresh')
@@ -81,21 +142,25 @@ function createSessions (app: FastifyInstance) {
       // Refresh answers RFC 6749's invalid_grant status: the client logs in again.
       throw err instanceof AppError ? new AppError(err.code, { statusCode: 400 }) : err
     }
+    // Before anything is read or written: a token from another device never yields one.
+    await binding.enforce('refresh', claims, client, 400)
     const outcome = await transaction(async (trx, afterCommit): Promise<{ tokens: Tokens } | { problem: ErrorCode }> => {
       const session = await lockSession(trx, claims.sid)
       const [row, user] = await Promise.all([findRefreshToken(trx, claims.jti), findUserById(trx, claims.sub)])
-      const problem = refreshProblem(claims, row, user, session)
-      if (problem !== null || !row || !user) return { problem: problem ?? 'token_invalid' }
+      const problem = refreshProblem(claims, row, user, session, ended(session))
+      if (problem !== null || !row || !user || !session) return { problem: problem ?? 'token_invalid' }
       const who = principal(user)
+      // The new access token is bound to where this refresh comes from (a phone on a new network).
+      const issuing = tokenSession(session, client)
 
       if (!config.ROTATE_REFRESH_TOKENS) {
         await touchSession(trx, claims.sid)
-        return { tokens: tokens.pair(who, claims.sid) }
+        return { tokens: tokens.pair(who, issuing) }
       }
       if (row.rotated_at === null || !config.BLACKLIST_AFTER_ROTATION) {
         // Without blacklisting the old token stays usable, so it gets no place in the chain.
         const parent = config.BLACKLIST_AFTER_ROTATION ? row.jti : null
-        const issued = await tokens.issue(trx, who, claims.sid, parent)
+        const issued = await tokens.issue(trx, who, issuing, parent)
         if (parent !== null) await markRotated(trx, row.jti, issued.refresh.jti)
         await touchSession(trx, claims.sid, new Date(issued.refresh.exp * 1000))
         return { tokens: issued.tokens }
@@ -106,7 +171,7 @@ function createSessions (app: FastifyInstance) {
       const recent = row.rotated_at.getTime() + config.REFRESH_REUSE_INTERVAL * 1000 >= Date.now()
       if (recent && successor && successor.rotated_at === null && successor.revoked_at === null) {
         return {
-          tokens: tokens.pair(who, claims.sid, {
+          tokens: tokens.pair(who, issuing, {
             jti: successor.jti,
             sessionId: claims.sid,
             iat: successor.issued_at.getTime() / 1000,
@@ -131,7 +196,7 @@ function createSessions (app: FastifyInstance) {
     const [row, user, session] = await Promise.all([
       findRefreshToken(db, claims.jti), findUserById(db, claims.sub), findSession(db, claims.sid)
     ])
-    const problem = refreshProblem(claims, row, user, session) ??
+    const problem = refreshProblem(claims, row, user, session, ended(session)) ??
       (row?.rotated_at !== null && config.BLACKLIST_AFTER_ROTATION ? 'token_revoked' : null)
     if (problem !== null) throw new AppError(problem)
     return claims
@@ -156,11 +221,14 @@ function createSessions (app: FastifyInstance) {
    * inside the caller's transaction (password change); 401 `token_revoked`
    * when the session ended meanwhile.
    */
-  async function renew (trx: Transaction<Database>, who: Principal, sessionId: string): Promise<Tokens> {
+  async function renew (trx: Transaction<Database>, who: Principal, sessionId: string, client: Client): Promise<Tokens> {
     const session = await lockSession(trx, sessionId)
-    if (!session || session.user_id !== who.id || session.revoked_at !== null) throw new AppError('token_revoked')
+    if (!session || session.user_id !== who.id || session.revoked_at !== null || ended(session)) throw new AppError('token_revoked')
     await revokeSessionRefreshTokens(trx, sessionId)
-    return (await tokens.issue(trx, who, sessionId)).tokens
+    const issued = await tokens.issue(trx, who, tokenSession(session, client))
+    // The session lives as long as its new refresh token, as after a refresh.
+    await touchSession(trx, sessionId, new Date(issued.refresh.exp * 1000))
+    return issued.tokens
   }
 
   /** Logout (SPEC §6): writes PostgreSQL first, then drops every cached copy. */
@@ -190,7 +258,13 @@ function createSessions (app: FastifyInstance) {
     })
   }
 
-  return { open, rotate, check, endAll, renew, end, revoke }
+  /** The user's active sessions (GET /sessions), newest first, each with when it ends unless refreshed. */
+  async function list (userId: string): Promise<Array<Session & { endsAt: Date }>> {
+    const sessions = await listActiveSessions(db, userId, liveness())
+    return sessions.map(session => ({ ...session, endsAt: endOf(session) }))
+  }
+
+  return { open, rotate, check, endAll, renew, end, revoke, list }
 }
 
 declare module 'fastify' {
@@ -201,4 +275,4 @@ declare module 'fastify' {
 
 export default fp(async (app) => {
   app.decorate('sessions', createSessions(app))
-}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'auth-state'] })
+}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'auth-state', 'binding'] })

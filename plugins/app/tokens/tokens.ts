@@ -22,7 +22,9 @@ const Common = {
   iat: Seconds,
   exp: Seconds,
   nbf: Type.Optional(Seconds),
-  ver: Type.Integer({ minimum: 0 })
+  ver: Type.Integer({ minimum: 0 }),
+  // A keyed hash of the client the token is bound to (SPEC §8), when binding is on.
+  bnd: Type.Optional(Type.String({ maxLength: 64 }))
 }
 
 export const AccessClaimsSchema = Type.Object({
@@ -50,6 +52,13 @@ export interface Principal {
   role: User['role']
   emailVerified: boolean
   tokenVersion: number
+}
+
+/** The session a pair is issued for: no token outlives `endsAt` (seconds), and each kind carries its `bnd`, if any. */
+export interface TokenSession {
+  id: string
+  endsAt: number
+  bnd: Partial<Record<TokenKind, string>>
 }
 
 export interface RefreshRecord {
@@ -189,43 +198,47 @@ function createTokens (app: FastifyInstance) {
     }
   }
 
-  function accessFor (user: Principal, sessionId: string): string {
-    const iat = now()
+  // No access token outlives its session's maximum lifetime (SPEC §8).
+  const accessExp = (session: TokenSession, iat: number) => Math.min(iat + config.ACCESS_TOKEN_TTL, session.endsAt)
+
+  function accessFor (user: Principal, session: TokenSession, iat: number): string {
     return sign('access', {
       sub: user.id,
-      sid: sessionId,
+      sid: session.id,
       jti: randomUUID(),
       iat,
-      exp: iat + config.ACCESS_TOKEN_TTL,
+      exp: accessExp(session, iat),
       ver: user.tokenVersion,
       role: user.role,
-      email_verified: user.emailVerified
+      email_verified: user.emailVerified,
+      ...(session.bnd.access !== undefined && { bnd: session.bnd.access })
     })
   }
 
-  function refreshFor (user: Principal, record: RefreshRecord): string {
-    return sign('refresh', { sub: user.id, sid: record.sessionId, jti: record.jti, iat: record.iat, exp: record.exp, ver: user.tokenVersion })
+  function refreshFor (user: Principal, record: RefreshRecord, bnd: string | undefined): string {
+    return sign('refresh', { sub: user.id, sid: record.sessionId, jti: record.jti, iat: record.iat, exp: record.exp, ver: user.tokenVersion, ...(bnd !== undefined && { bnd }) })
   }
 
-  function pair (user: Principal, sessionId: string, refresh?: RefreshRecord): Tokens {
+  function pair (user: Principal, session: TokenSession, refresh?: RefreshRecord): Tokens {
+    const iat = now()
     const tokens: Tokens = {
-      accessToken: accessFor(user, sessionId),
+      accessToken: accessFor(user, session, iat),
       tokenType: 'Bearer',
-      expiresIn: config.ACCESS_TOKEN_TTL
+      expiresIn: accessExp(session, iat) - iat
     }
     if (refresh) {
-      tokens.refreshToken = refreshFor(user, refresh)
+      tokens.refreshToken = refreshFor(user, refresh, session.bnd.refresh)
       tokens.refreshExpiresIn = refresh.exp - now()
     }
     return tokens
   }
 
   /** Records a new refresh token of the session (child of `parentJti` when rotating) and returns the pair. */
-  async function issue (trx: Kysely<Database> | Transaction<Database>, user: Principal, sessionId: string, parentJti: string | null = null): Promise<{ tokens: Tokens, refresh: RefreshRecord }> {
+  async function issue (trx: Kysely<Database> | Transaction<Database>, user: Principal, session: TokenSession, parentJti: string | null = null): Promise<{ tokens: Tokens, refresh: RefreshRecord }> {
     const iat = now()
-    const refresh = { jti: randomUUID(), sessionId, iat, exp: iat + config.REFRESH_TOKEN_TTL }
+    const refresh = { jti: randomUUID(), sessionId: session.id, iat, exp: Math.min(iat + config.REFRESH_TOKEN_TTL, session.endsAt) }
     await insertRefreshToken(trx, { ...refresh, userId: user.id, parentJti })
-    return { tokens: pair(user, sessionId, refresh), refresh }
+    return { tokens: pair(user, session, refresh), refresh }
   }
 
   return { verify, pair, issue, decode }

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { perIp } from '../../../plugins/infra/rate-limit.js'
 import { TransportHeaders } from '../schemas.js'
+import { clientOf } from '../../../plugins/app/sessions/binding.js'
 import { ChangeBody, ForgotBody, ResetBody, changeResponses, forgotResponses, resetResponses } from './schemas.js'
 
 const mailed = 'If an account exists for this email, a reset code is on its way.'
@@ -57,7 +58,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const { currentPassword, newPassword } = request.body
-    return { tokens: await app.accounts.changePassword(request.user, currentPassword, newPassword) }
+    return { tokens: await app.accounts.changePassword(request.user, currentPassword, newPassword, clientOf(request)) }
   })
 }
 

@@ -11,7 +11,8 @@ const Verified = Type.Object({
   type: Type.Union([Type.Literal('access'), Type.Literal('refresh')]),
   sub: Type.String({ format: 'uuid' }),
   sid: Type.String({ format: 'uuid' }),
-  exp: Type.Integer({ description: 'Expiry, in seconds since the epoch.' })
+  exp: Type.Integer({ description: 'Expiry, in seconds since the epoch.' }),
+  bound: Type.Boolean({ description: 'Bound to a device and/or IP (TOKEN_BINDING); reported, not enforced here.' })
 }, { description: 'The token is valid and not revoked.' })
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
@@ -31,7 +32,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       ? await app.sessions.check(token)
       : app.tokens.verify(token, 'access')
     if (claims.typ === 'access') await app.principalOf(claims)
-    return { valid: true as const, type: claims.typ, sub: claims.sub, sid: claims.sid, exp: claims.exp }
+    return { valid: true as const, type: claims.typ, sub: claims.sub, sid: claims.sid, exp: claims.exp, bound: claims.bnd !== undefined }
   })
 }
 

@@ -12,7 +12,7 @@ t.test('POST /auth/token/verify', async t => {
     const { sid, exp } = claims(account.tokens.accessToken)
     const res = await verify(app, { token: account.tokens.accessToken })
     t.equal(res.statusCode, 200)
-    t.same(res.json(), { valid: true, type: 'access', sub: account.id, sid, exp })
+    t.same(res.json(), { valid: true, type: 'access', sub: account.id, sid, exp, bound: false })
   })
 
   t.test('a valid refresh token', async t => {
@@ -21,7 +21,7 @@ t.test('POST /auth/token/verify', async t => {
     const { sid, exp } = claims(token)
     const res = await verify(app, { token })
     t.equal(res.statusCode, 200)
-    t.same(res.json(), { valid: true, type: 'refresh', sub: account.id, sid, exp })
+    t.same(res.json(), { valid: true, type: 'refresh', sub: account.id, sid, exp, bound: false })
     t.equal((await refresh(app, token)).statusCode, 200, 'verifying did not use the token up')
   })
 
