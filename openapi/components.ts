@@ -68,7 +68,7 @@ export const UserRef = Type.Ref(UserSchema)
 export const TokensRef = Type.Ref(TokensSchema)
 
 /** What a protected route answers 401 with: a bad, expired or revoked access token, or a disabled account. */
-export const authFailures = ['token_missing', 'token_invalid', 'token_expired', 'token_revoked', 'account_disabled'] as const
+export const authFailures = ['token_missing', 'token_invalid', 'token_expired', 'token_revoked', 'token_binding_mismatch', 'account_disabled'] as const
 
 type ErrorsByStatus = { [status: number]: readonly ErrorCode[] }
 

@@ -798,6 +798,7 @@ export interface operations {
              *     - `token_invalid`: The token is invalid.
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
+             *     - `token_binding_mismatch`: The token was issued to another device.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -1312,6 +1313,7 @@ export interface operations {
              *     - `token_invalid`: The token is invalid.
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
+             *     - `token_binding_mismatch`: The token was issued to another device.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -1565,6 +1567,7 @@ export interface operations {
              *     - `token_invalid`: The token is invalid.
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
+             *     - `token_binding_mismatch`: The token was issued to another device.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -1680,6 +1683,7 @@ export interface operations {
              *     - `token_invalid`: The token is invalid.
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
+             *     - `token_binding_mismatch`: The token was issued to another device.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -1851,6 +1855,7 @@ export interface operations {
              *     - `token_invalid`: The token is invalid.
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
+             *     - `token_binding_mismatch`: The token was issued to another device.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -1955,6 +1960,7 @@ export interface operations {
              *     - `token_invalid`: The token is invalid.
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
+             *     - `token_binding_mismatch`: The token was issued to another device.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
