@@ -62,6 +62,7 @@ export const EnvSchema = Type.Object({
   REFRESH_REUSE_INTERVAL: Duration('10s'),
   REFRESH_COOKIE: Type.Union([Type.Literal('off'), Type.Literal('on')], { default: 'off' }),
   FLUSH_EXPIRED_INTERVAL: Duration('1h'),
+  AUDIT_RETENTION: Duration('90d'),
 
   DEVICE_LIMIT: Type.Integer({ minimum: 0, default: 0 }),
   DEVICE_LIMIT_POLICY: Type.Union([Type.Literal('reject'), Type.Literal('evict_oldest')], { default: 'reject' }),
@@ -95,7 +96,7 @@ export const EnvSchema = Type.Object({
 
 type Env = Static<typeof EnvSchema>
 type DurationKey = {
-  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | `${string}_TIMEOUT` | 'JWT_LEEWAY' | 'JWKS_MAX_AGE' | 'SHUTDOWN_GRACE' | 'SESSION_MAX_LIFETIME' ? K : never) : never
+  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | `${string}_TIMEOUT` | 'JWT_LEEWAY' | 'JWKS_MAX_AGE' | 'SHUTDOWN_GRACE' | 'SESSION_MAX_LIFETIME' | 'AUDIT_RETENTION' ? K : never) : never
 }[keyof Env]
 
 /** The environment, validated, with durations in seconds and the secrets resolved (JWT_SECRET under HS* only). */

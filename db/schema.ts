@@ -49,6 +49,7 @@ export interface Database {
   refresh_tokens: RefreshTokensTable
   email_codes: EmailCodesTable
   email_code_failures: EmailCodeFailuresTable
+  audit_events: AuditEventsTable
 }
 
 export type User = Selectable<UsersTable>
@@ -79,3 +80,17 @@ export interface EmailCodeFailuresTable {
 }
 
 export type EmailCode = Selectable<EmailCodesTable>
+
+export interface AuditEventsTable {
+  /** bigserial: PostgreSQL returns it as a string. */
+  id: Generated<string>
+  type: string
+  at: DefaultedTimestamp
+  user_id: string | null
+  session_id: string | null
+  ip: string | null
+  user_agent: string | null
+  detail: ColumnType<Record<string, unknown>, string | undefined, string>
+}
+
+export type AuditEventRow = Selectable<AuditEventsTable>

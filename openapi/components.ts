@@ -54,10 +54,28 @@ export const TokensSchema = Type.Object({
   refreshExpiresIn: Type.Optional(Type.Integer({ description: 'Seconds until the refresh token expires.' }))
 }, { $id: 'Tokens', additionalProperties: false })
 
+export const AdminUserSchema = Type.Object({
+  ...UserSchema.properties,
+  disabled: Type.Boolean({ description: 'Disabled accounts cannot log in, and their tokens are refused.' }),
+  lastLoginAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'The last successful login; null if never.' })
+}, { $id: 'AdminUser', additionalProperties: false, description: 'A user account, as admins see it.' })
+
+export const AuditEventSchema = Type.Object({
+  id: Type.String({ description: 'Increasing with the order events were recorded in.', examples: ['42'] }),
+  type: Type.String({ description: 'One of the event types of SPEC §9.1, such as `login.failed` or `logout`.', examples: ['login.succeeded'] }),
+  at: Type.String({ format: 'date-time' }),
+  userId: Type.Union([Type.String({ format: 'uuid' }), Type.Null()]),
+  sessionId: Type.Union([Type.String({ format: 'uuid' }), Type.Null()]),
+  ip: Type.Union([Type.String(), Type.Null()]),
+  userAgent: Type.Union([Type.String(), Type.Null()]),
+  detail: Type.Record(Type.String(), Type.Unknown(), { description: 'Small facts about the event (a logout scope, a count of sessions ended); never a secret.' })
+}, { $id: 'AuditEvent', additionalProperties: false, description: 'A security-relevant event (SPEC §9.1).' })
+
 export type Tokens = Static<typeof TokensSchema>
 export type UserView = Static<typeof UserSchema>
+export type AdminUserView = Static<typeof AdminUserSchema>
 
-export const components: TSchema[] = [ErrorResponse, Email, Password, Label, UserSchema, TokensSchema]
+export const components: TSchema[] = [ErrorResponse, Email, Password, Label, UserSchema, TokensSchema, AdminUserSchema, AuditEventSchema]
 
 /** The error shape, by reference, for a route's response map. */
 export const ErrorRef = Type.Ref(ErrorResponse)
@@ -66,6 +84,20 @@ export const PasswordRef = Type.Ref(Password)
 export const LabelRef = Type.Ref(Label)
 export const UserRef = Type.Ref(UserSchema)
 export const TokensRef = Type.Ref(TokensSchema)
+export const AdminUserRef = Type.Ref(AdminUserSchema)
+export const AuditEventRef = Type.Ref(AuditEventSchema)
+
+/** `limit` and `cursor` of a newest-first list (GET /admin/users and the audit lists). */
+export const PageQuery = {
+  limit: Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'Items per page, 1 to 100.' }),
+  cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 512, description: 'The `nextCursor` of the previous page; opaque.' }))
+}
+
+/** A page of `item`: `{ items, nextCursor }`, `nextCursor` null on the last page. */
+export const PageOf = (item: TSchema, description: string) => Type.Object({
+  items: Type.Array(item),
+  nextCursor: Type.Union([Type.String(), Type.Null()], { description: 'Pass as `cursor` for the next page; null on the last page.' })
+}, { additionalProperties: false, description })
 
 /** What a protected route answers 401 with: a bad, expired or revoked access token, or a disabled account. */
 export const authFailures = ['token_missing', 'token_invalid', 'token_expired', 'token_revoked', 'token_binding_mismatch', 'account_disabled'] as const

@@ -1,11 +1,13 @@
-import { loadConfig } from '../config.js'
 import { createDatabase } from '../plugins/infra/db.js'
 import { flushExpired } from '../db/retention.js'
+import { runScript } from './cli.js'
 
-const db = createDatabase(loadConfig(process.env, true))
-try {
-  const { refreshTokens, sessions } = await flushExpired(db)
-  console.log(`deleted ${refreshTokens} expired refresh tokens and ${sessions} expired sessions`)
-} finally {
-  await db.destroy()
-}
+await runScript('flush-expired', async config => {
+  const db = createDatabase(config)
+  try {
+    const { refreshTokens, sessions, auditEvents } = await flushExpired(db, { auditRetention: config.AUDIT_RETENTION })
+    console.log(`deleted ${refreshTokens} expired refresh tokens, ${sessions} expired sessions and ${auditEvents} audit events older than AUDIT_RETENTION`)
+  } finally {
+    await db.destroy()
+  }
+})

@@ -1,6 +1,66 @@
 // Generated from openapi/openapi.json by `npm run openapi` (openapi-typescript): do not edit.
 
 export interface paths {
+    "/admin/audit-events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The audit trail, newest first
+         * @description Every security-relevant event (SPEC §9.1), optionally of one user or one type.
+         */
+        get: operations["listAuditEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List users, newest first
+         * @description Keyset pagination: pass the `nextCursor` of a page as `cursor` for the next one.
+         */
+        get: operations["listUsers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/users/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Change a user's role or disable them: their tokens die at once
+         * @description A role change or disabling ends every session of the user and refuses their tokens at once, on every instance. An admin cannot demote or disable itself (400 `validation_failed`).
+         */
+        patch: operations["updateUser"];
+        trace?: never;
+    };
     "/auth/register": {
         parameters: {
             query?: never;
@@ -230,6 +290,26 @@ export interface paths {
         patch: operations["updateProfile"];
         trace?: never;
     };
+    "/profile/activity": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's own security events, newest first
+         * @description Logins (successful and failed), password changes, sessions ended, reuse detected…: "was that me?". Why a login failed is not shown here.
+         */
+        get: operations["listProfileActivity"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/ready": {
         parameters: {
             query?: never;
@@ -352,6 +432,49 @@ export interface components {
             /** @description Seconds until the refresh token expires. */
             refreshExpiresIn?: number;
         };
+        /** @description A user account, as admins see it. */
+        AdminUser: {
+            /** Format: uuid */
+            id: string;
+            email: string;
+            name: string | null;
+            role: "user" | "admin";
+            emailVerified: boolean;
+            /** Format: date-time */
+            createdAt: string;
+            /** @description Disabled accounts cannot log in, and their tokens are refused. */
+            disabled: boolean;
+            /**
+             * Format: date-time
+             * @description The last successful login; null if never.
+             */
+            lastLoginAt: string | null;
+        };
+        /** @description A security-relevant event (SPEC §9.1). */
+        AuditEvent: {
+            /**
+             * @description Increasing with the order events were recorded in.
+             * @example 42
+             */
+            id: string;
+            /**
+             * @description One of the event types of SPEC §9.1, such as `login.failed` or `logout`.
+             * @example login.succeeded
+             */
+            type: string;
+            /** Format: date-time */
+            at: string;
+            /** Format: uuid */
+            userId: string | null;
+            /** Format: uuid */
+            sessionId: string | null;
+            ip: string | null;
+            userAgent: string | null;
+            /** @description Small facts about the event (a logout scope, a count of sessions ended); never a secret. */
+            detail: {
+                [key: string]: unknown;
+            };
+        };
     };
     responses: never;
     parameters: never;
@@ -361,6 +484,432 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    listAuditEvents: {
+        parameters: {
+            query: {
+                /** @description Items per page, 1 to 100. */
+                limit: number;
+                /** @description The `nextCursor` of the previous page; opaque. */
+                cursor?: string;
+                userId?: string;
+                type?: "user.registered" | "login.succeeded" | "login.failed" | "login.device_limit_refused" | "refresh.reuse_detected" | "logout" | "session.revoked" | "session.evicted" | "session.binding_mismatch" | "email.verified" | "password.changed" | "password.reset" | "user.role_changed" | "user.disabled" | "user.enabled" | "otp.locked";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of events, newest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: components["schemas"]["AuditEvent"][];
+                        /** @description Pass as `cursor` for the next page; null on the last page. */
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /**
+             * @description Bad Request, with `code`:
+             *     - `validation_failed`: The request is not valid.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 400,
+                     *       "code": "validation_failed",
+                     *       "error": "Bad Request",
+                     *       "message": "The request is not valid."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Unauthorized, with `code`:
+             *     - `token_missing`: An access token is required.
+             *     - `token_invalid`: The token is invalid.
+             *     - `token_expired`: The token has expired.
+             *     - `token_revoked`: The token has been revoked.
+             *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `account_disabled`: The account is disabled.
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 401,
+                     *       "code": "token_missing",
+                     *       "error": "Unauthorized",
+                     *       "message": "An access token is required."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Forbidden, with `code`:
+             *     - `forbidden`: You are not allowed to do this.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 403,
+                     *       "code": "forbidden",
+                     *       "error": "Forbidden",
+                     *       "message": "You are not allowed to do this."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Too Many Requests, with `code`:
+             *     - `rate_limited`: Too many requests; try again later.
+             */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 429,
+                     *       "code": "rate_limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Too many requests; try again later."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Service Unavailable, with `code`:
+             *     - `service_unavailable`: The service is unavailable; try again shortly.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 503,
+                     *       "code": "service_unavailable",
+                     *       "error": "Service Unavailable",
+                     *       "message": "The service is unavailable; try again shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    listUsers: {
+        parameters: {
+            query: {
+                /** @description Items per page, 1 to 100. */
+                limit: number;
+                /** @description The `nextCursor` of the previous page; opaque. */
+                cursor?: string;
+                /** @description Only emails starting with this, case-insensitive. */
+                email?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of users, newest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: components["schemas"]["AdminUser"][];
+                        /** @description Pass as `cursor` for the next page; null on the last page. */
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /**
+             * @description Bad Request, with `code`:
+             *     - `validation_failed`: The request is not valid.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 400,
+                     *       "code": "validation_failed",
+                     *       "error": "Bad Request",
+                     *       "message": "The request is not valid."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Unauthorized, with `code`:
+             *     - `token_missing`: An access token is required.
+             *     - `token_invalid`: The token is invalid.
+             *     - `token_expired`: The token has expired.
+             *     - `token_revoked`: The token has been revoked.
+             *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `account_disabled`: The account is disabled.
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 401,
+                     *       "code": "token_missing",
+                     *       "error": "Unauthorized",
+                     *       "message": "An access token is required."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Forbidden, with `code`:
+             *     - `forbidden`: You are not allowed to do this.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 403,
+                     *       "code": "forbidden",
+                     *       "error": "Forbidden",
+                     *       "message": "You are not allowed to do this."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Too Many Requests, with `code`:
+             *     - `rate_limited`: Too many requests; try again later.
+             */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 429,
+                     *       "code": "rate_limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Too many requests; try again later."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Service Unavailable, with `code`:
+             *     - `service_unavailable`: The service is unavailable; try again shortly.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 503,
+                     *       "code": "service_unavailable",
+                     *       "error": "Service Unavailable",
+                     *       "message": "The service is unavailable; try again shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    updateUser: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    role?: "user" | "admin";
+                    disabled?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description A user account, as admins see it. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminUser"];
+                };
+            };
+            /**
+             * @description Bad Request, with `code`:
+             *     - `validation_failed`: The request is not valid.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 400,
+                     *       "code": "validation_failed",
+                     *       "error": "Bad Request",
+                     *       "message": "The request is not valid."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Unauthorized, with `code`:
+             *     - `token_missing`: An access token is required.
+             *     - `token_invalid`: The token is invalid.
+             *     - `token_expired`: The token has expired.
+             *     - `token_revoked`: The token has been revoked.
+             *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `account_disabled`: The account is disabled.
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 401,
+                     *       "code": "token_missing",
+                     *       "error": "Unauthorized",
+                     *       "message": "An access token is required."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Forbidden, with `code`:
+             *     - `forbidden`: You are not allowed to do this.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 403,
+                     *       "code": "forbidden",
+                     *       "error": "Forbidden",
+                     *       "message": "You are not allowed to do this."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Not Found, with `code`:
+             *     - `not_found`: Not found.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 404,
+                     *       "code": "not_found",
+                     *       "error": "Not Found",
+                     *       "message": "Not found."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Too Many Requests, with `code`:
+             *     - `rate_limited`: Too many requests; try again later.
+             */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 429,
+                     *       "code": "rate_limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Too many requests; try again later."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Service Unavailable, with `code`:
+             *     - `service_unavailable`: The service is unavailable; try again shortly.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 503,
+                     *       "code": "service_unavailable",
+                     *       "error": "Service Unavailable",
+                     *       "message": "The service is unavailable; try again shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     register: {
         parameters: {
             query?: never;
@@ -1717,6 +2266,120 @@ export interface operations {
                      *       "code": "email_not_verified",
                      *       "error": "Forbidden",
                      *       "message": "Verify your email address first."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Too Many Requests, with `code`:
+             *     - `rate_limited`: Too many requests; try again later.
+             */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 429,
+                     *       "code": "rate_limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Too many requests; try again later."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Service Unavailable, with `code`:
+             *     - `service_unavailable`: The service is unavailable; try again shortly.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 503,
+                     *       "code": "service_unavailable",
+                     *       "error": "Service Unavailable",
+                     *       "message": "The service is unavailable; try again shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    listProfileActivity: {
+        parameters: {
+            query: {
+                /** @description Items per page, 1 to 100. */
+                limit: number;
+                /** @description The `nextCursor` of the previous page; opaque. */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of the caller's events, newest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        items: components["schemas"]["AuditEvent"][];
+                        /** @description Pass as `cursor` for the next page; null on the last page. */
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /**
+             * @description Bad Request, with `code`:
+             *     - `validation_failed`: The request is not valid.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 400,
+                     *       "code": "validation_failed",
+                     *       "error": "Bad Request",
+                     *       "message": "The request is not valid."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Unauthorized, with `code`:
+             *     - `token_missing`: An access token is required.
+             *     - `token_invalid`: The token is invalid.
+             *     - `token_expired`: The token has expired.
+             *     - `token_revoked`: The token has been revoked.
+             *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `account_disabled`: The account is disabled.
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 401,
+                     *       "code": "token_missing",
+                     *       "error": "Unauthorized",
+                     *       "message": "An access token is required."
                      *     }
                      */
                     "application/json": components["schemas"]["Error"];

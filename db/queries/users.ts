@@ -1,4 +1,4 @@
-import type { Kysely, Transaction } from 'kysely'
+import { sql, type Kysely, type Transaction } from 'kysely'
 import type { Database, NewUser, User } from '../schema.js'
 
 /** Emails are stored trimmed and lower-cased; every lookup goes through this. */
@@ -63,4 +63,33 @@ export function updateProfile (db: Kysely<Database>, id: string, changes: { name
 
 export async function setDisabled (db: Kysely<Database>, id: string, disabled: boolean, at = new Date()): Promise<void> {
   await db.updateTable('users').set({ disabled_at: disabled ? at : null, updated_at: at }).where('id', '=', id).execute()
+}
+
+export async function setRole (db: Kysely<Database>, id: string, role: User['role']): Promise<void> {
+  await db.updateTable('users').set({ role, updated_at: new Date() }).where('id', '=', id).execute()
+}
+
+/** A user row with its position in the newest-first order: `created_at` in whole microseconds, exact where a Date is not. */
+export type ListedUser = User & { created_us: string }
+
+/**
+ * Users newest first by (created_at, id), after the position given, with an
+ * optional email prefix (emails are stored lower-case; `%`, `_` and `\` in
+ * the prefix match themselves).
+ */
+export function listUsers (db: Kysely<Database>, options: { limit: number, emailPrefix?: string, after?: { us: string, id: string } }): Promise<ListedUser[]> {
+  let query = db.selectFrom('users').selectAll()
+    .select(sql<string>`(extract(epoch from created_at) * 1000000)::bigint::text`.as('created_us'))
+  if (options.emailPrefix !== undefined) {
+    const escaped = normaliseEmail(options.emailPrefix).replace(/[\\%_]/g, c => `\\${c}`)
+    query = query.where('email', 'like', `${escaped}%`)
+  }
+  if (options.after !== undefined) {
+    const { us, id } = options.after
+    query = query.where(eb => eb(
+      eb.refTuple('created_at', 'id'), '<',
+      eb.tuple(sql<Date>`timestamptz 'epoch' + ${us}::bigint * interval '1 microsecond'`, sql<string>`${id}::uuid`)
+    ))
+  }
+  return query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(options.limit).execute()
 }

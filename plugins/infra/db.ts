@@ -1,5 +1,5 @@
-import { mkdirSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
@@ -8,7 +8,7 @@ import { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
 import type { Database } from '../../db/schema.js'
 import { migrateToLatest } from '../../db/migrate.js'
-import type { Config } from '../../config.js'
+import { ConfigError, type Config } from '../../config.js'
 import { AppError } from './errors.js'
 
 /** Queues work to run once the transaction has committed; after a rollback it never runs. */
@@ -68,7 +68,81 @@ export function createDatabase (config: Config, pglite?: PGlite): Kysely<Databas
   if (pglite) return new Kysely<Database>({ dialect: new PGliteDialect({ pglite: borrowed(pglite) }) })
   const dataDir = resolve(config.DATA_DIR, 'pglite')
   mkdirSync(dataDir, { recursive: true })
-  return new Kysely<Database>({ dialect: new PGliteDialect({ pglite: () => new PGlite(dataDir) }) })
+  const release = lockDataDir(resolve(config.DATA_DIR))
+  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite: () => new PGlite(dataDir) }) })
+  const destroy = db.destroy.bind(db)
+  db.destroy = async () => {
+    try {
+      await destroy()
+    } finally {
+      release()
+    }
+  }
+  return db
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    // EPERM: it exists, under another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * PGlite takes no lock of its own, and two processes on one data directory
+ * corrupt it (SPEC §3): whoever opens the embedded database first creates
+ * `DATA_DIR/pglite.lock` (exclusively, so of two openers one wins), naming
+ * itself. A second opener stops with a message naming the holder; a lock left
+ * by a process that no longer runs is taken over. Returns the release.
+ */
+export function lockDataDir (dir: string): () => void {
+  const file = join(dir, 'pglite.lock')
+  const me = JSON.stringify({ pid: process.pid, since: new Date().toISOString(), command: process.argv.slice(1).join(' ').slice(0, 200) })
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(file, me + '\n', { flag: 'wx', mode: 0o600 })
+      break
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    }
+    let holder: { pid?: unknown, since?: unknown, command?: unknown } | undefined
+    try {
+      holder = JSON.parse(readFileSync(file, 'utf8'))
+    } catch {
+      // Removed meanwhile, or being written by an opener this very moment: looked at again shortly.
+    }
+    if (attempt >= 3) throw new ConfigError([`DATA_DIR: could not take the lock ${file}; remove it if no latchkey process uses ${dir}`])
+    if (holder === undefined) {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100)
+      continue
+    }
+    const pid = typeof holder.pid === 'number' ? holder.pid : undefined
+    if (pid !== undefined && alive(pid)) {
+      const what = [pid === process.pid ? 'this very process' : `process ${pid}`, holder.command && `(${String(holder.command)})`, holder.since && `since ${String(holder.since)}`].filter(Boolean).join(' ')
+      throw new ConfigError([`DATA_DIR: the embedded database in ${dir} is in use by ${what}; stop it first, or point DATA_DIR at another directory`])
+    }
+    // Its holder is gone (a crash, a kill -9): the lock is stale.
+    try {
+      unlinkSync(file)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+  }
+  let held = true
+  const release = () => {
+    if (!held) return
+    held = false
+    process.off('exit', release)
+    try {
+      // Only our own lock: never one a later opener took over.
+      if (readFileSync(file, 'utf8').trim() === me) unlinkSync(file)
+    } catch {}
+  }
+  process.on('exit', release)
+  return release
 }
 
 // Deadlock, serialisation failure: PostgreSQL rolled the transaction back and

@@ -26,14 +26,34 @@ async function emptyBody (request: FastifyRequest) {
   request.body ??= {}
 }
 
+/** The query parameters a route declares as integers. */
+function integerParams (route: Pick<RouteOptions, 'schema'>): string[] {
+  const properties = (route.schema?.querystring as { properties?: Record<string, { type?: unknown }> } | undefined)?.properties ?? {}
+  return Object.entries(properties).filter(([, schema]) => schema.type === 'integer').map(([name]) => name)
+}
+
+// A query string holds only strings and bodies are never coerced, so the
+// integers a route declares are read here: digits become a number, anything
+// else stays a string and fails validation (400), as `?limit=2x` should.
+const readIntegers = (names: string[]) => async (request: FastifyRequest) => {
+  const query = request.query as Record<string, unknown>
+  for (const name of names) {
+    const value = query[name]
+    if (typeof value === 'string' && /^-?[0-9]{1,15}$/.test(value)) query[name] = Number(value)
+  }
+}
+
 /**
  * What every route gets from its declaration rather than from its handler:
- * `Cache-Control: no-store` when its replies carry tokens, and an optional
- * body when its `config.optionalBody` says so.
+ * `Cache-Control: no-store` when its replies carry tokens, an optional body
+ * when its `config.optionalBody` says so, and its integer query parameters
+ * read as numbers.
  */
 export default fp(async (app) => {
   app.addHook('onRoute', (route) => {
     if (carriesTokens(route)) route.onRequest = [noStore, ...asArray(route.onRequest)] as RouteOptions['onRequest']
     if (route.config?.optionalBody) route.preValidation = [emptyBody, ...asArray(route.preValidation)] as RouteOptions['preValidation']
+    const integers = integerParams(route)
+    if (integers.length > 0) route.preValidation = [readIntegers(integers), ...asArray(route.preValidation)] as RouteOptions['preValidation']
   })
 }, { name: 'http' })

@@ -98,7 +98,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     // The access token when it still works; else the refresh token, so a
     // client whose access token expired while idle can still log out.
     const who = await loggedIn(request, app.refreshCookie.token(request, refreshToken))
-    await app.sessions.end(who.userId, who.sessionId, scope)
+    await app.sessions.end(who.userId, who.sessionId, scope, clientOf(request))
     if (scope !== 'others') app.refreshCookie.clear(request, reply)
     reply.code(204)
   })

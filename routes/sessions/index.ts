@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { authFailures, errors } from '../../openapi/components.js'
+import { clientOf } from '../../plugins/app/sessions/binding.js'
 
 const SessionView = Type.Object({
   id: Type.String({ format: 'uuid', description: "The tokens' `sid`." }),
@@ -50,7 +51,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       response: { 204: Type.Null({ description: 'Revoked.' }), ...errors({ 400: ['validation_failed'], 401: authFailures, 404: ['not_found'], 429: ['rate_limited'], 503: ['service_unavailable'] }) }
     }
   }, async (request, reply) => {
-    await app.sessions.revoke(request.user.id, request.params.id)
+    await app.sessions.revoke(request.user.id, request.params.id, clientOf(request))
     reply.code(204)
   })
 }

@@ -11,6 +11,7 @@ import {
 } from '../../../db/queries/email-codes.js'
 import { AppError } from '../../infra/errors.js'
 import type { Mail } from '../../infra/mailer.js'
+import type { Client } from '../sessions/binding.js'
 
 const day = 24 * 60 * 60 * 1000
 
@@ -62,7 +63,7 @@ export function codeMail (user: Pick<User, 'email' | 'name'>, purpose: EmailCode
 type Outcome<T> = { ok: true, user: User, result: T } | { ok: false }
 
 function createEmailCodes (app: FastifyInstance) {
-  const { config, db, mailer, log, transaction, keys } = app
+  const { config, db, mailer, log, transaction, keys, audit } = app
   // A key of its own, derived from APP_SECRET: a stolen table cannot be brute-forced offline,
   // and rotating the token-signing key leaves the codes in flight working.
   const key = keys.derive('email-codes')
@@ -118,12 +119,15 @@ function createEmailCodes (app: FastifyInstance) {
    * Checks a code and uses it up, running `then` in the same transaction. The
    * user's row, then the code's, stay locked throughout (the lock order every
    * account write follows), so of two concurrent checks at most one succeeds.
-   * Every failure is the same 400 `otp_invalid`.
+   * Every failure is the same 400 `otp_invalid`; the wrong guess that locks
+   * the code (OTP_MAX_ATTEMPTS) or the account's codes for the day
+   * (OTP_DAILY_FAILURE_LIMIT) is recorded as `otp.locked`.
    */
   async function consume<T = void> (
     email: string,
     purpose: EmailCodePurpose,
     code: string,
+    client: Client,
     then?: (trx: Transaction<Database>, afterCommit: AfterCommit, user: User) => Promise<T>
   ): Promise<{ user: User, result: T }> {
     const found = await findUserByEmail(db, email)
@@ -136,12 +140,15 @@ function createEmailCodes (app: FastifyInstance) {
       const now = new Date()
       const windowStart = new Date(now.getTime() - day)
       // Past the daily budget every code is refused, the right one too.
-      if (await countFailuresSince(trx, user.id, purpose, windowStart) >= config.OTP_DAILY_FAILURE_LIMIT) return { ok: false }
+      const failures = await countFailuresSince(trx, user.id, purpose, windowStart)
+      if (failures >= config.OTP_DAILY_FAILURE_LIMIT) return { ok: false }
       if (row.expires_at.getTime() <= now.getTime()) return { ok: false }
       if (!timingSafeEqual(Buffer.from(row.code_hash, 'hex'), digest(user.id, purpose, code))) {
-        await recordWrongAttempt(trx, row.id, config.OTP_MAX_ATTEMPTS, now)
+        const attempts = await recordWrongAttempt(trx, row.id, config.OTP_MAX_ATTEMPTS, now)
         await insertFailure(trx, user.id, purpose, now)
         await deleteFailuresBefore(trx, user.id, purpose, windowStart)
+        const locked = failures + 1 >= config.OTP_DAILY_FAILURE_LIMIT ? 'daily_failures' : attempts >= config.OTP_MAX_ATTEMPTS ? 'attempts' : undefined
+        if (locked !== undefined) await audit.record(trx, { type: 'otp.locked', userId: user.id, client, detail: { purpose, reason: locked } })
         return { ok: false }
       }
       await markConsumed(trx, row.id, now)
@@ -215,4 +222,4 @@ export default fp(async (app) => {
   app.decorate('emailCodes', emailCodes)
   // Runs before the mailer and the database close (onClose hooks run last-registered first).
   app.addHook('onClose', async () => { await emailCodes.drain() })
-}, { name: 'email-codes', dependencies: ['config', 'db', 'mailer', 'keys'] })
+}, { name: 'email-codes', dependencies: ['config', 'db', 'mailer', 'keys', 'audit'] })

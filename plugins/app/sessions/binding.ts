@@ -80,7 +80,8 @@ export default fp(async (app) => {
       // A token issued before binding was turned on carries no claim: refused too, as from anywhere.
       if (expected === undefined || claims.bnd === expected) return
       app.log.warn({ userId: claims.sub, sessionId: claims.sid, kind }, 'token presented from another client than it was bound to')
+      await app.audit.recordAlone({ type: 'session.binding_mismatch', userId: claims.sub, sessionId: claims.sid, client, detail: { token: kind, binding: mode } })
       throw new AppError('token_binding_mismatch', { statusCode })
     }
   })
-}, { name: 'binding', dependencies: ['config', 'keys'] })
+}, { name: 'binding', dependencies: ['config', 'keys', 'audit'] })

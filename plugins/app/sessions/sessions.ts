@@ -53,7 +53,7 @@ const byLeastRecentlySeen = (a: Session, b: Session) =>
   a.last_seen_at.getTime() - b.last_seen_at.getTime() || a.created_at.getTime() - b.created_at.getTime()
 
 function createSessions (app: FastifyInstance) {
-  const { config, db, tokens, authState, transaction, binding } = app
+  const { config, db, tokens, authState, transaction, binding, audit } = app
 
   /** The end of the session's maximum lifetime (SPEC §8): no rotation extends it, no token outlives it. */
   const maxEnd = (session: Session) => session.created_at.getTime() + config.SESSION_MAX_LIFETIME * 1000
@@ -83,11 +83,15 @@ function createSessions (app: FastifyInstance) {
    * DEVICE_LIMIT under `evict_oldest`: these sessions end to make room, each
    * under its row, and their tokens die at once on every instance.
    */
-  async function evict (trx: Transaction<Database>, afterCommit: AfterCommit, userId: string, sessionIds: string[]): Promise<void> {
+  async function evict (trx: Transaction<Database>, afterCommit: AfterCommit, userId: string, sessionIds: string[], client: Client): Promise<void> {
     const evicted: string[] = []
     for (const id of [...sessionIds].sort()) {
       await lockSession(trx, id)
       evicted.push(...await revokeSessions(trx, userId, { only: id }))
+    }
+    // One event per session ended, naming it; the login that made room is the request.
+    for (const sessionId of evicted) {
+      await audit.record(trx, { type: 'session.evicted', userId, sessionId, client, detail: { policy: 'evict_oldest', limit: config.DEVICE_LIMIT } })
     }
     afterCommit(() => {
       app.log.info({ userId, sessionIds: evicted }, 'sessions evicted at the device limit')
@@ -111,9 +115,10 @@ function createSessions (app: FastifyInstance) {
       const excess = active.length + 1 - config.DEVICE_LIMIT
       if (excess > 0 && config.DEVICE_LIMIT_POLICY === 'reject') {
         app.log.info({ userId: user.id }, 'login refused at the device limit')
+        await audit.record(trx, { type: 'login.device_limit_refused', userId: user.id, client: device, detail: { limit: config.DEVICE_LIMIT, active: active.length } })
         return { refused: 'device_limit_reached' }
       }
-      if (excess > 0) await evict(trx, afterCommit, user.id, active.sort(byLeastRecentlySeen).slice(0, excess).map(s => s.id))
+      if (excess > 0) await evict(trx, afterCommit, user.id, active.sort(byLeastRecentlySeen).slice(0, excess).map(s => s.id), device)
     }
     const now = Date.now()
     const session = await insertSession(trx, {
@@ -180,6 +185,7 @@ function createSessions (app: FastifyInstance) {
         }
       }
       await revokeSessions(trx, user.id, { only: claims.sid })
+      await audit.record(trx, { type: 'refresh.reuse_detected', userId: user.id, sessionId: claims.sid, client, detail: { recent } })
       afterCommit(() => {
         app.log.warn({ userId: claims.sub, sessionId: claims.sid }, 'refresh token reused: session revoked')
         return authState.invalidate({ sessions: [claims.sid] })
@@ -231,29 +237,32 @@ function createSessions (app: FastifyInstance) {
     return issued.tokens
   }
 
-  /** Logout (SPEC §6): writes PostgreSQL first, then drops every cached copy. */
-  async function end (userId: string, sessionId: string, scope: LogoutScope): Promise<void> {
+  /** Logout (SPEC §6): writes PostgreSQL first, then drops every cached copy. One event, counting the sessions ended. */
+  async function end (userId: string, sessionId: string, scope: LogoutScope, client: Client): Promise<void> {
     await transaction(async (trx, afterCommit) => {
+      let ended: string[]
       if (scope === 'global') {
-        await endAll(trx, afterCommit, userId)
-        return
+        ended = (await endAll(trx, afterCommit, userId)).ended
+      } else {
+        await lockUser(trx, userId)
+        if (scope === 'local') await lockSession(trx, sessionId)
+        else await lockOpenSessions(trx, userId)
+        ended = await revokeSessions(trx, userId, scope === 'local' ? { only: sessionId } : { except: sessionId })
+        afterCommit(() => authState.invalidate({ sessions: ended }))
       }
-      await lockUser(trx, userId)
-      if (scope === 'local') await lockSession(trx, sessionId)
-      else await lockOpenSessions(trx, userId)
-      const ended = await revokeSessions(trx, userId, scope === 'local' ? { only: sessionId } : { except: sessionId })
-      afterCommit(() => authState.invalidate({ sessions: ended }))
+      await audit.record(trx, { type: 'logout', userId, sessionId, client, detail: { scope, sessionsEnded: ended.length } })
     })
   }
 
   /** Ends one of the user's open sessions (DELETE /sessions/:id); 404 for any other. */
-  async function revoke (userId: string, sessionId: string): Promise<void> {
+  async function revoke (userId: string, sessionId: string, client: Client): Promise<void> {
     await transaction(async (trx, afterCommit) => {
       await lockUser(trx, userId)
       const session = await lockSession(trx, sessionId)
       // Someone else's session is as unknown to the caller as one that never existed.
       if (!session || session.user_id !== userId || session.revoked_at !== null) throw new AppError('not_found', { message: 'No such session.' })
       const ended = await revokeSessions(trx, userId, { only: sessionId })
+      await audit.record(trx, { type: 'session.revoked', userId, sessionId, client })
       afterCommit(() => authState.invalidate({ sessions: ended }))
     })
   }
@@ -275,4 +284,4 @@ declare module 'fastify' {
 
 export default fp(async (app) => {
   app.decorate('sessions', createSessions(app))
-}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'auth-state', 'binding'] })
+}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'auth-state', 'binding', 'audit'] })

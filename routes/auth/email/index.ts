@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { perIp } from '../../../plugins/infra/rate-limit.js'
+import { clientOf } from '../../../plugins/app/sessions/binding.js'
 import { ResendBody, VerifyEmailBody, resendResponses, verifyResponses } from './schemas.js'
 
 const resent = 'If the account exists and its email is not yet verified, a new code is on its way.'
@@ -20,7 +21,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const { email, code } = request.body
-    await app.accounts.verifyEmail(email, code)
+    await app.accounts.verifyEmail(email, code, clientOf(request))
     return { emailVerified: true as const }
   })
 

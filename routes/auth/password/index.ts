@@ -39,7 +39,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { email, code, newPassword } = request.body
-    await app.accounts.resetPassword(email, code, newPassword)
+    await app.accounts.resetPassword(email, code, newPassword, clientOf(request))
     reply.code(204)
   })
 

@@ -69,7 +69,7 @@ t.test('POST /auth/token/verify', async t => {
     const account = await register(app)
     // Cached before, so the disabling must reach the cache by itself.
     t.equal((await verify(app, { token: account.tokens.accessToken })).statusCode, 200)
-    await app.accounts.setDisabled(account.id, true)
+    await app.accounts.changeUser(null, account.id, { disabled: true })
     for (const token of [account.tokens.accessToken, account.tokens.refreshToken]) {
       const res = await verify(app, { token })
       t.equal(res.statusCode, 401)

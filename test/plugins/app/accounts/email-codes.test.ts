@@ -4,6 +4,7 @@ import { codeMail, lifetime } from '../../../../plugins/app/accounts/email-codes
 import { AppError } from '../../../../plugins/infra/errors.js'
 import { build, lastCode, register, startSmtp, uniqueEmail, type App } from '../../../helper.js'
 
+const client = { ip: '127.0.0.1', userAgent: 'email-codes test' }
 const userRow = (app: App, email: string) => app.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirstOrThrow()
 
 t.test('lifetimes read as a person says them', async t => {
@@ -68,7 +69,7 @@ t.test('an expired code is refused like a wrong one', async t => {
   const user = await userRow(app, email)
   await app.db.updateTable('email_codes').set({ expires_at: sql<Date>`now() - interval '1 second'` }).where('user_id', '=', user.id).execute()
 
-  const err = await app.emailCodes.consume(email, 'verify_email', code).catch(e => e)
+  const err = await app.emailCodes.consume(email, 'verify_email', code, client).catch(e => e)
   t.ok(err instanceof AppError)
   t.equal(err.code, 'otp_invalid')
   t.equal(err.message, 'The code is invalid or has expired')
@@ -82,11 +83,11 @@ t.test('consume runs its work in the same transaction: if the work fails, the co
   await register(app, email)
   const code = await lastCode(app, smtp, email)
 
-  await t.rejects(app.emailCodes.consume(email, 'verify_email', code, async () => { throw new Error('boom') }), /boom/)
-  const { user, result } = await app.emailCodes.consume(email, 'verify_email', code, async (_trx, _afterCommit, user) => `done for ${user.email}`)
+  await t.rejects(app.emailCodes.consume(email, 'verify_email', code, client, async () => { throw new Error('boom') }), /boom/)
+  const { user, result } = await app.emailCodes.consume(email, 'verify_email', code, client, async (_trx, _afterCommit, user) => `done for ${user.email}`)
   t.equal(user.email, email)
   t.equal(result, `done for ${email}`)
-  await t.rejects(app.emailCodes.consume(email, 'verify_email', code), { code: 'otp_invalid' }, 'and then it is spent')
+  await t.rejects(app.emailCodes.consume(email, 'verify_email', code, client), { code: 'otp_invalid' }, 'and then it is spent')
 })
 
 t.test('a failed mail is logged, removes its code, and leaves the cooldown free', async t => {
