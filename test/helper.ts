@@ -111,6 +111,23 @@ export async function register (app: App, email = uniqueEmail()): Promise<Accoun
   return { id: body.user.id, email, tokens: body.tokens }
 }
 
+/** A fresh account made admin by the operator (as `npm run admin:create` does), logged in again: its first tokens died with the promotion. */
+export async function registerAdmin (app: App, email = uniqueEmail('admin')): Promise<Account> {
+  const account = await register(app, email)
+  await app.accounts.changeUser(null, account.id, { role: 'admin' })
+  return { ...account, tokens: await login(app, email) }
+}
+
+/** Polls until `check` holds (a change reaching another instance), failing after `ms`; waits on the event, not on a guess of its delay. */
+export async function eventually (check: () => Promise<boolean>, ms = 10_000): Promise<boolean> {
+  const until = Date.now() + ms
+  while (Date.now() < until) {
+    if (await check()) return true
+    await sleep(5)
+  }
+  return await check()
+}
+
 /** Logs in again (another device) and returns the new tokens. */
 export async function login (app: App, email: string, deviceName?: string): Promise<Tokens> {
   const res = await app.inject({ method: 'POST', url: '/auth/login', payload: { email, password, ...(deviceName && { deviceName }) } })

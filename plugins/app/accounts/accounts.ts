@@ -54,7 +54,8 @@ function createAccounts (app: FastifyInstance) {
     // Hashed first: no transaction is held open while argon2 runs.
     const passwordHash = await passwords.hash(input.password)
     const { user, tokens } = await transaction(async (trx, afterCommit) => {
-      const user = await insertUser(trx, { email: input.email, password_hash: passwordHash, name: input.name ?? null })
+      // Registering opens the first session: it counts as the first login.
+      const user = await insertUser(trx, { email: input.email, password_hash: passwordHash, name: input.name ?? null, last_login_at: new Date() })
       if (!user) throw new AppError('email_taken')
       const opened = await sessions.open(trx, afterCommit, user, device)
       // Its first session counts toward DEVICE_LIMIT like any other; a new account has no other.
