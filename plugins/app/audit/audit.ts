@@ -76,8 +76,9 @@ function createAudit (app: FastifyInstance) {
       beforeId = position.event
     }
     const rows = await listAuditEvents(db, { userId: filter.userId, type: filter.type, beforeId, limit: filter.limit + 1 })
+    // bigserial: a string from pg, a number or bigint from PGlite.
     return pageOf(rows, filter.limit, row => ({
-      id: row.id,
+      id: String(row.id),
       type: row.type,
       at: row.at.toISOString(),
       userId: row.user_id,
@@ -85,7 +86,7 @@ function createAudit (app: FastifyInstance) {
       ip: row.ip,
       userAgent: row.user_agent,
       detail: audience === 'admin' ? row.detail : ownerDetail(row)
-    }), row => ({ event: row.id }), pages.encode)
+    }), row => ({ event: String(row.id) }), pages.encode)
   }
 
   /**
