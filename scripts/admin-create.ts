@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util'
 import { buildApp } from '../app.js'
 import { Email } from '../openapi/components.js'
-import { AppError } from '../plugins/infra/errors.js'
+import { passwordProblem } from '../plugins/app/accounts/passwords.js'
 import { runScript, UsageError } from './cli.js'
 
 const usage = 'usage: npm run admin:create -- --email <email> --password <password>'
@@ -10,7 +10,7 @@ const usage = 'usage: npm run admin:create -- --email <email> --password <passwo
 // email counted as verified, or an existing account promoted. Runs through the
 // accounts service like the API, so a promotion ends the account's sessions on
 // every running instance and lands in the audit trail.
-await runScript('admin:create', async () => {
+await runScript('admin:create', async config => {
   let values: { email?: string, password?: string }
   try {
     values = parseArgs({ options: { email: { type: 'string' }, password: { type: 'string' } }, strict: true }).values
@@ -22,6 +22,9 @@ await runScript('admin:create', async () => {
   if (email.length > (Email.maxLength as number) || !new RegExp(Email.pattern as string).test(email)) {
     throw new UsageError(`"${email}" is not an email address`)
   }
+  // Checked before anything opens, as the service would refuse it.
+  const weak = passwordProblem(password, config.PASSWORD_MIN_LENGTH)
+  if (weak !== undefined) throw new UsageError(weak)
   const app = await buildApp({ dotenv: true, env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } })
   try {
     const { outcome, user } = await app.accounts.createAdmin(email, password)
@@ -31,9 +34,6 @@ await runScript('admin:create', async () => {
       unchanged: `${user.email} (${user.id}) is already an admin; nothing changed`
     }
     console.log(said[outcome])
-  } catch (err) {
-    if (err instanceof AppError && err.code === 'weak_password') throw new UsageError(err.message)
-    throw err
   } finally {
     await app.close()
   }

@@ -16,6 +16,13 @@ declare module 'fastify' {
   }
 }
 
+/** Why the password does not meet the policy, in a sentence, or undefined when it does. */
+export function passwordProblem (password: string, minLength: number): string | undefined {
+  // Counted in characters (code points), as the request schema counts them.
+  const length = [...password].length
+  if (length < minLength || length > 128 || password.trim() === '') return `The password must be ${minLength} to 128 characters long.`
+}
+
 export default fp(async (app) => {
   const { PASSWORD_MIN_LENGTH } = app.config
   // Checked against when the user is unknown, so the answer takes as long as a real check.
@@ -23,11 +30,8 @@ export default fp(async (app) => {
 
   app.decorate('passwords', {
     async hash (password: string) {
-      // Counted in characters (code points), as the request schema counts them.
-      const length = [...password].length
-      if (length < PASSWORD_MIN_LENGTH || length > 128 || password.trim() === '') {
-        throw new AppError('weak_password', { message: `The password must be ${PASSWORD_MIN_LENGTH} to 128 characters long.` })
-      }
+      const problem = passwordProblem(password, PASSWORD_MIN_LENGTH)
+      if (problem !== undefined) throw new AppError('weak_password', { message: problem })
       return hash(password, { algorithm })
     },
     async verify (stored: string | undefined, password: string) {
