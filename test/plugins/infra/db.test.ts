@@ -1,5 +1,5 @@
-import { execFile } from 'node:child_process'
-import { mkdtempSync, readdirSync } from 'node:fs'
+import { execFile, spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -9,6 +9,7 @@ import t from 'tap'
 import { sql } from 'kysely'
 import { buildApp } from '../../../app.js'
 import { migrateToLatest } from '../../../db/migrate.js'
+import { lockDataDir } from '../../../plugins/infra/db.js'
 import pg from 'pg'
 import { build, dbFault, login, realBackends, register, tcpProxy, testEnv, uniqueEmail } from '../../helper.js'
 import { race } from '../../race.js'
@@ -16,6 +17,9 @@ import { race } from '../../race.js'
 const root = fileURLToPath(new URL('../../..', import.meta.url))
 const migrationNames = readdirSync(join(root, 'db/migrations')).filter(f => f.endsWith('.ts')).map(f => f.replace(/\.ts$/, '')).sort()
 const backend = realBackends ? 'PostgreSQL' : 'the embedded database'
+
+// Several embedded databases start from disk here, each in seconds on a loaded machine.
+t.setTimeout(300_000)
 
 const newUser = (email = uniqueEmail('db')) => ({ email, password_hash: 'not-a-real-hash' })
 
@@ -91,6 +95,29 @@ t.test('embedded on disk: `npm run migrate` creates the schema, and rows and the
   const row = await second.db.selectFrom('users').select('email').where('email', '=', email).executeTakeFirst()
   t.same(row, { email }, 'the row survived the restart')
   t.equal(second.config.JWT_SECRET, secret, 'the same generated secret is used')
+
+  // SPEC §3: the embedded database is one process's. While `second` holds it, another opener stops and names it.
+  const lockFile = join(dataDir, 'pglite.lock')
+  t.equal(JSON.parse(readFileSync(lockFile, 'utf8')).pid, process.pid, 'the lock file names its holder')
+  const refused = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'scripts/migrate.ts'], {
+    cwd: root,
+    env: { PATH: process.env.PATH, NODE_ENV: 'test', DATA_DIR: dataDir },
+    timeout: 60_000
+  }).then(() => ({ code: 0, stderr: '' }), (err: { code: number, stderr: string }) => err)
+  t.equal(refused.code, 1, 'a second process is refused')
+  t.match(refused.stderr, `DATA_DIR: the embedded database in ${dataDir} is in use by process ${process.pid}`)
+  t.notMatch(refused.stderr, /\n\s+at /, 'a sentence, not a stack trace')
+  t.throws(() => lockDataDir(dataDir), /in use by this very process/, 'and so is a second opener in the same process')
+  await second.close()
+  t.notOk(existsSync(lockFile), 'closing releases the lock')
+
+  // A holder killed without a chance to clean up leaves its lock behind: it is taken over.
+  const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' })
+  writeFileSync(lockFile, JSON.stringify({ pid: Number(dead.stdout), since: new Date().toISOString(), command: 'killed' }))
+  const third = await buildApp({ env })
+  t.teardown(() => third.close())
+  t.equal(JSON.parse(readFileSync(lockFile, 'utf8')).pid, process.pid, 'a dead holder’s lock is taken over')
+  t.same(await third.db.selectFrom('users').select('email').where('email', '=', email).executeTakeFirst(), { email })
 })
 
 // PostgreSQL's own error, raised on purpose: the driver, Kysely and the helper see exactly what a real one looks like.

@@ -36,3 +36,20 @@ t.test('the periodic job flushes on its own', async t => {
   await sleep(1500)
   t.same(await count(app, gone.id), { sessions: 0, refreshTokens: 0 })
 })
+
+t.test('audit events older than AUDIT_RETENTION are deleted, newer ones kept', async t => {
+  const app = await build(t, { FLUSH_EXPIRED_INTERVAL: '0', AUDIT_RETENTION: '90d' })
+  const account = await register(app)
+  const day = 24 * 60 * 60 * 1000
+  for (const [type, age] of [['login.succeeded', 91 * day], ['logout', 89 * day]] as const) {
+    await app.db.insertInto('audit_events').values({ type, user_id: account.id, at: new Date(Date.now() - age), detail: '{}' }).execute()
+  }
+  const counts = await flushExpired(app.db, { auditRetention: app.config.AUDIT_RETENTION })
+  t.ok(counts.auditEvents >= 1, 'the old event went')
+  const left = await app.db.selectFrom('audit_events').select('type').where('user_id', '=', account.id).orderBy('id').execute()
+  t.same(left.map(e => e.type), ['user.registered', 'logout'], 'the recent ones stay')
+
+  await app.db.insertInto('audit_events').values({ type: 'login.failed', user_id: account.id, at: new Date(Date.now() - 400 * day), detail: '{}' }).execute()
+  await flushExpired(app.db, { auditRetention: 0 })
+  t.equal((await app.db.selectFrom('audit_events').select('id').where('user_id', '=', account.id).execute()).length, 3, 'AUDIT_RETENTION=0 keeps everything')
+})
