@@ -73,7 +73,7 @@ function mismatch (t: Test, res: Reply, status: number, what: string) {
 }
 
 t.test('TOKEN_BINDING=device+ip', async t => {
-  const { client, registered } = await serve(t, 'device+ip')
+  const { app, client, registered } = await serve(t, 'device+ip')
   const here = client('127.0.0.2', phone)
 
   t.test('both tokens carry a bnd claim that reveals neither the User-Agent nor the address', async t => {
@@ -98,6 +98,14 @@ t.test('TOKEN_BINDING=device+ip', async t => {
     mismatch(t, await client('127.0.0.2', null).profile(tokens), 401, 'no User-Agent')
     mismatch(t, await client('127.0.0.3', phone).profile(tokens), 401, 'another address')
     t.equal((await here.profile(tokens)).status, 200, 'still fine from where it was issued')
+    // SPEC §8: each mismatch is an audit event, naming where the token was presented from.
+    const events = await app.db.selectFrom('audit_events').selectAll()
+      .where('session_id', '=', claims(tokens.accessToken).sid as string).where('type', '=', 'session.binding_mismatch').orderBy('id').execute()
+    t.same(events.map(e => [e.ip, e.user_agent, e.detail]), [
+      ['127.0.0.2', laptop, { token: 'access', binding: 'device+ip' }],
+      ['127.0.0.2', null, { token: 'access', binding: 'device+ip' }],
+      ['127.0.0.3', phone, { token: 'access', binding: 'device+ip' }]
+    ], 'one event per mismatch')
   })
 
   t.test('verify reports the binding without enforcing it', async t => {

@@ -8,6 +8,8 @@ const profile = (app: App, tokens: Tokens) => authed(app, tokens.accessToken, { 
 const sessionRows = (app: App, userId: string) =>
   app.db.selectFrom('sessions').select(['id', 'device_name', 'revoked_at']).where('user_id', '=', userId).orderBy('created_at').execute()
 const openRows = async (app: App, userId: string) => (await sessionRows(app, userId)).filter(row => row.revoked_at === null)
+const events = (app: App, userId: string, type: string) =>
+  app.db.selectFrom('audit_events').selectAll().where('user_id', '=', userId).where('type', '=', type).execute()
 const sid = (token: string) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')).sid as string
 
 t.test('reject: registration and one login fill DEVICE_LIMIT=2; a third login is refused until a logout makes room', async t => {
@@ -21,6 +23,9 @@ t.test('reject: registration and one login fill DEVICE_LIMIT=2; a third login is
   t.same((await sessionRows(app, account.id)).map(row => row.device_name), ['lightMyRequest', 'phone'], 'no session row was written')
   t.equal((await profile(app, account.tokens)).statusCode, 200, 'the sessions already open are untouched')
   t.equal((await profile(app, phone)).statusCode, 200)
+  const refusals = await events(app, account.id, 'login.device_limit_refused')
+  t.same(refusals.map(e => [e.session_id, e.detail]), [[null, { limit: 2, active: 2 }]], 'the refusal is in the audit trail, once')
+  t.same(await events(app, account.id, 'login.succeeded'), [{ ...(await events(app, account.id, 'login.succeeded'))[0], session_id: sid(phone.accessToken) }], 'and counts as no login')
 
   t.equal((await authed(app, phone.accessToken, { method: 'POST', url: '/auth/logout', payload: { scope: 'local' } })).statusCode, 204)
   const tablet = await login(app, account.email, 'tablet')
@@ -57,6 +62,8 @@ t.test('evict_oldest: the third login ends the least recently seen session; its 
   const rows = await sessionRows(app, account.id)
   t.same(rows.filter(row => row.revoked_at === null).map(row => row.device_name), ['lightMyRequest', 'tablet'])
   t.ok(rows.find(row => row.device_name === 'phone')?.revoked_at, "the phone's row is revoked, not deleted")
+  const evictions = await events(app, account.id, 'session.evicted')
+  t.same(evictions.map(e => [e.session_id, e.detail]), [[sid(phone.accessToken), { policy: 'evict_oldest', limit: 2 }]], 'the audit trail has the eviction, naming the session')
 })
 
 t.test('evict_oldest across instances: the evicted token dies on the other instance too', { skip: realBackends && process.env.REDIS_URL ? false : 'needs DATABASE_URL and REDIS_URL' }, async t => {
