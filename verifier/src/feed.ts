@@ -64,9 +64,9 @@ export function followFeed (options: { streamUrl: URL, token: string, fetch: typ
       const body = await response.json() as { events?: unknown, last?: unknown, reset?: unknown }
       if (!Array.isArray(body.events)) throw new Error('the feed answered without an events list')
       if (body.reset === true) on.reset()
-      const before = last
+      // Pages run to an empty one: a full page says nothing about what follows.
+      if (body.events.length === 0) return
       for (const event of body.events) apply(event)
-      if (last === before || typeof body.last !== 'number' || last >= body.last) return
     }
   }
 
