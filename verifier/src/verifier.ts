@@ -144,14 +144,20 @@ export function createVerifier (options: VerifierOptions): Verifier {
         events.emit('connected')
       },
       disconnected (error) {
-        if (staleTimer === undefined && feed.downSince > 0) {
-          staleTimer = setTimeout(() => events.emit('stale'), Math.max(0, feed.downSince + staleAfter - Date.now()))
-          staleTimer.unref()
-        }
+        if (staleTimer === undefined && feed.downSince > 0) announceStale()
         events.emit('disconnected', error)
       }
     }
   })
+
+  // Timers and the wall clock can disagree by a millisecond: the event waits until the clock agrees.
+  function announceStale (): void {
+    staleTimer = setTimeout(() => {
+      if (isFresh()) announceStale()
+      else events.emit('stale')
+    }, Math.max(0, feed.downSince + staleAfter - Date.now()) + 1)
+    staleTimer.unref()
+  }
 
   const pruning = setInterval(() => {
     revocations.prune(Math.floor(Date.now() / 1000), clockTolerance)
@@ -159,7 +165,7 @@ export function createVerifier (options: VerifierOptions): Verifier {
   }, 60_000)
   pruning.unref()
 
-  const isFresh = () => feed.connected || (feed.downSince > 0 && Date.now() - feed.downSince <= staleAfter)
+  const isFresh = () => feed.connected || (feed.downSince > 0 && Date.now() - feed.downSince < staleAfter)
 
   /** The signed token inside: decrypted when latchkey encrypts, never a bare JWS then (no downgrade). */
   async function signedToken (token: string): Promise<string> {
