@@ -3,6 +3,7 @@ import t, { type Test } from 'tap'
 import { CompactEncrypt, SignJWT, base64url, calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose'
 import { createVerifier, isVerifierError, type RevocationEvent, type Verifier, type VerifierOptions } from '../src/index.js'
 import { maxAgeOf } from '../src/jwks.js'
+import { createRevocations } from '../src/revocations.js'
 import { accessClaims, fakeIssuer, signingKey } from './fake-issuer.js'
 import { waitFor } from './wait.js'
 
@@ -287,4 +288,20 @@ t.test('DPoP-bound tokens: accepted only with a fresh proof for this request, by
     ['a jwk that did not sign it', proof(key, token, {}, { jwk: thief.jwk })]
   ]
   for (const [name, p] of cases) t.equal(await refusal(verifier.verify(token, { dpop: { ...request, proof: await p } })), 'dpop_proof_invalid', name)
+})
+
+t.test('revocations are kept while a token they concern can live, and no longer', async t => {
+  const revocations = createRevocations()
+  const now = Math.floor(Date.now() / 1000)
+  const token = (iat: number, lifetime: number, claims: { sub?: string, sid?: string, ver?: number } = {}) =>
+    ({ sub: randomUUID(), sid: randomUUID(), ver: 0, iat, exp: iat + lifetime, ...claims })
+  const sid = randomUUID()
+  t.equal(revocations.isRevoked(token(now, 300)), false, 'a 300 s token seen: the longest lifetime so far')
+  revocations.apply({ seq: 1, kind: 'session', id: sid, at: new Date((now - 100) * 1000).toISOString() })
+  revocations.prune(now, 0)
+  t.equal(revocations.isRevoked(token(now - 150, 300, { sid })), true, 'an event younger than the longest lifetime stays')
+  revocations.prune(now + 250, 0)
+  t.equal(revocations.size, 0, 'once every token it could concern has expired, it goes')
+  t.equal(revocations.isRevoked(token(now - 150, 600)), true, 'a longer-lived token from before what was dropped cannot be cleared: refused')
+  t.equal(revocations.isRevoked(token(now, 600)), false, 'one issued after it is fine')
 })
