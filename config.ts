@@ -62,6 +62,7 @@ export const EnvSchema = Type.Object({
   REFRESH_REUSE_INTERVAL: Duration('10s'),
   REFRESH_COOKIE: Type.Union([Type.Literal('off'), Type.Literal('on')], { default: 'off' }),
   FLUSH_EXPIRED_INTERVAL: Duration('1h'),
+  REVOCATION_FEED_TOKEN: Type.Optional(Type.String({ minLength: 32 })),
 
   DEVICE_LIMIT: Type.Integer({ minimum: 0, default: 0 }),
   DEVICE_LIMIT_POLICY: Type.Union([Type.Literal('reject'), Type.Literal('evict_oldest')], { default: 'reject' }),

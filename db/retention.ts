@@ -1,12 +1,23 @@
 import type { Kysely } from 'kysely'
 import type { Database } from './schema.js'
+import type { Config } from '../config.js'
+import { deleteRevocationsBefore } from './queries/revocations.js'
+
+// Past the access tokens' lifetime, the feed keeps a revocation this much
+// longer: a verifier that was away for less resumes without a reset.
+const revocationMarginSeconds = 3600
+
+/** How long the revocation feed keeps an event (SPEC §14.1): as long as an access token it concerns can be accepted, and a margin. */
+export const revocationsKeptFor = (config: Pick<Config, 'ACCESS_TOKEN_TTL' | 'JWT_LEEWAY'>): number =>
+  config.ACCESS_TOKEN_TTL + config.JWT_LEEWAY + revocationMarginSeconds
 
 /**
  * Deletes expired refresh tokens, then expired sessions (their remaining
- * tokens go with them), in batches so no statement holds locks for long.
+ * tokens go with them), then, when `revocationsBefore` is given, the feed's
+ * events recorded before it; in batches so no statement holds locks for long.
  */
-export async function flushExpired (db: Kysely<Database>, batchSize = 1000): Promise<{ refreshTokens: number, sessions: number }> {
-  const counts = { refreshTokens: 0, sessions: 0 }
+export async function flushExpired (db: Kysely<Database>, batchSize = 1000, revocationsBefore?: Date): Promise<{ refreshTokens: number, sessions: number, revocations: number }> {
+  const counts = { refreshTokens: 0, sessions: 0, revocations: 0 }
   for (const table of ['refresh_tokens', 'sessions'] as const) {
     const key = table === 'refresh_tokens' ? 'jti' : 'id'
     const field = table === 'refresh_tokens' ? 'refreshTokens' : 'sessions'
@@ -19,5 +30,6 @@ export async function flushExpired (db: Kysely<Database>, batchSize = 1000): Pro
       counts[field] += deleted
     } while (deleted === batchSize)
   }
+  if (revocationsBefore !== undefined) counts.revocations = await deleteRevocationsBefore(db, revocationsBefore, batchSize)
   return counts
 }

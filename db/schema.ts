@@ -49,6 +49,8 @@ export interface Database {
   refresh_tokens: RefreshTokensTable
   email_codes: EmailCodesTable
   email_code_failures: EmailCodeFailuresTable
+  revocations: RevocationsTable
+  revocation_counter: RevocationCounterTable
 }
 
 export type User = Selectable<UsersTable>
@@ -79,3 +81,21 @@ export interface EmailCodeFailuresTable {
 }
 
 export type EmailCode = Selectable<EmailCodesTable>
+
+// bigint columns: pg reads them as strings (PGlite as numbers); written as numbers.
+type BigintColumn = ColumnType<string | number, number, number>
+
+export interface RevocationsTable {
+  seq: BigintColumn
+  kind: 'user' | 'session'
+  id: string
+  token_version: number | null
+  at: DefaultedTimestamp
+}
+
+export interface RevocationCounterTable {
+  id: number
+  last: BigintColumn
+}
+
+export type Revocation = Selectable<RevocationsTable>

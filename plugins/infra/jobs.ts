@@ -1,14 +1,15 @@
 import fp from 'fastify-plugin'
-import { flushExpired } from '../../db/retention.js'
+import { flushExpired, revocationsKeptFor } from '../../db/retention.js'
 
-// Expired refresh tokens and sessions are deleted every FLUSH_EXPIRED_INTERVAL
-// (0 turns it off; `npm run flush-expired` does the same on demand).
+// Expired refresh tokens and sessions, and the revocation feed's events past
+// their keeping, are deleted every FLUSH_EXPIRED_INTERVAL (0 turns it off;
+// `npm run flush-expired` does the same on demand).
 export default fp(async (app) => {
   const every = app.config.FLUSH_EXPIRED_INTERVAL
   if (every === 0) return
   let running: Promise<void> | undefined
   const timer = setInterval(() => {
-    running ??= flushExpired(app.db)
+    running ??= flushExpired(app.db, undefined, new Date(Date.now() - revocationsKeptFor(app.config) * 1000))
       .then(counts => app.log.info(counts, 'expired tokens flushed'))
       .catch(err => app.log.warn({ err }, 'flushing expired tokens failed'))
       .finally(() => { running = undefined })

@@ -53,7 +53,7 @@ const byLeastRecentlySeen = (a: Session, b: Session) =>
   a.last_seen_at.getTime() - b.last_seen_at.getTime() || a.created_at.getTime() - b.created_at.getTime()
 
 function createSessions (app: FastifyInstance) {
-  const { config, db, tokens, authState, transaction, binding } = app
+  const { config, db, tokens, revocations, transaction, binding } = app
 
   /** The end of the session's maximum lifetime (SPEC §8): no rotation extends it, no token outlives it. */
   const maxEnd = (session: Session) => session.created_at.getTime() + config.SESSION_MAX_LIFETIME * 1000
@@ -89,10 +89,8 @@ function createSessions (app: FastifyInstance) {
       await lockSession(trx, id)
       evicted.push(...await revokeSessions(trx, userId, { only: id }))
     }
-    afterCommit(() => {
-      app.log.info({ userId, sessionIds: evicted }, 'sessions evicted at the device limit')
-      return authState.invalidate({ sessions: evicted })
-    })
+    await revocations.revoked(trx, afterCommit, { sessions: evicted })
+    afterCommit(() => app.log.info({ userId, sessionIds: evicted }, 'sessions evicted at the device limit'))
   }
 
   /**
@@ -179,11 +177,8 @@ function createSessions (app: FastifyInstance) {
           })
         }
       }
-      await revokeSessions(trx, user.id, { only: claims.sid })
-      afterCommit(() => {
-        app.log.warn({ userId: claims.sub, sessionId: claims.sid }, 'refresh token reused: session revoked')
-        return authState.invalidate({ sessions: [claims.sid] })
-      })
+      await revocations.revoked(trx, afterCommit, { sessions: await revokeSessions(trx, user.id, { only: claims.sid }) })
+      afterCommit(() => app.log.warn({ userId: claims.sub, sessionId: claims.sid }, 'refresh token reused: session revoked'))
       return { problem: 'refresh_reused' }
     })
     if ('problem' in outcome) throw new AppError(outcome.problem, { statusCode: 400 })
@@ -212,7 +207,7 @@ function createSessions (app: FastifyInstance) {
     const version = await bumpTokenVersion(trx, userId)
     await lockOpenSessions(trx, userId)
     const ended = await revokeSessions(trx, userId, keep === undefined ? {} : { except: keep })
-    afterCommit(() => authState.invalidate({ users: [userId], sessions: ended }))
+    await revocations.revoked(trx, afterCommit, { users: version === undefined ? [] : [{ id: userId, tokenVersion: version }], sessions: ended })
     return { version, ended }
   }
 
@@ -242,7 +237,7 @@ function createSessions (app: FastifyInstance) {
       if (scope === 'local') await lockSession(trx, sessionId)
       else await lockOpenSessions(trx, userId)
       const ended = await revokeSessions(trx, userId, scope === 'local' ? { only: sessionId } : { except: sessionId })
-      afterCommit(() => authState.invalidate({ sessions: ended }))
+      await revocations.revoked(trx, afterCommit, { sessions: ended })
     })
   }
 
@@ -254,7 +249,7 @@ function createSessions (app: FastifyInstance) {
       // Someone else's session is as unknown to the caller as one that never existed.
       if (!session || session.user_id !== userId || session.revoked_at !== null) throw new AppError('not_found', { message: 'No such session.' })
       const ended = await revokeSessions(trx, userId, { only: sessionId })
-      afterCommit(() => authState.invalidate({ sessions: ended }))
+      await revocations.revoked(trx, afterCommit, { sessions: ended })
     })
   }
 
@@ -275,4 +270,4 @@ declare module 'fastify' {
 
 export default fp(async (app) => {
   app.decorate('sessions', createSessions(app))
-}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'auth-state', 'binding'] })
+}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'revocations', 'binding'] })
