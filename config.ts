@@ -63,6 +63,7 @@ export const EnvSchema = Type.Object({
   REFRESH_COOKIE: Type.Union([Type.Literal('off'), Type.Literal('on')], { default: 'off' }),
   FLUSH_EXPIRED_INTERVAL: Duration('1h'),
   AUDIT_RETENTION: Duration('90d'),
+  REVOCATION_FEED_TOKEN: Type.Optional(Type.String({ minLength: 32 })),
 
   DEVICE_LIMIT: Type.Integer({ minimum: 0, default: 0 }),
   DEVICE_LIMIT_POLICY: Type.Union([Type.Literal('reject'), Type.Literal('evict_oldest')], { default: 'reject' }),

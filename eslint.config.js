@@ -1,7 +1,7 @@
 import neostandard from 'neostandard'
 
 export default [
-  ...neostandard({ ts: true, ignores: ['dist/**', '.tap/**', 'coverage/**', '.data/**', 'client/dist/**', 'client/src/schema.ts'] }),
+  ...neostandard({ ts: true, ignores: ['dist/**', '.tap/**', 'coverage/**', '.data/**', 'client/dist/**', 'verifier/dist/**', 'client/src/schema.ts'] }),
   {
     // What the authenticate hook reads is written only by the accounts and
     // sessions services, which drop the cached state after commit (STYLE.md,

@@ -50,6 +50,8 @@ export interface Database {
   email_codes: EmailCodesTable
   email_code_failures: EmailCodeFailuresTable
   audit_events: AuditEventsTable
+  revocations: RevocationsTable
+  revocation_counter: RevocationCounterTable
 }
 
 export type User = Selectable<UsersTable>
@@ -94,3 +96,21 @@ export interface AuditEventsTable {
 }
 
 export type AuditEventRow = Selectable<AuditEventsTable>
+
+// bigint columns: pg reads them as strings (PGlite as numbers); written as numbers.
+type BigintColumn = ColumnType<string | number, number, number>
+
+export interface RevocationsTable {
+  seq: BigintColumn
+  kind: 'user' | 'session'
+  id: string
+  token_version: number | null
+  at: DefaultedTimestamp
+}
+
+export interface RevocationCounterTable {
+  id: number
+  last: BigintColumn
+}
+
+export type Revocation = Selectable<RevocationsTable>

@@ -60,7 +60,8 @@ t.test('every response code has a schema, and errors have the error shape', asyn
         t.equal(response.content, undefined, `${name} ${status} has no body`)
         continue
       }
-      const schema = response.content?.['application/json']?.schema
+      // The revocation stream's 200 is Server-Sent Events, not JSON.
+      const schema = response.content?.['application/json']?.schema ?? response.content?.['text/event-stream']?.schema
       t.ok(schema, `${name} ${status} has a JSON schema`)
       if (Number(status) >= 400) {
         t.same(schema?.allOf, [{ $ref: '#/components/schemas/Error' }], `${name} ${status} is the shared Error shape`)

@@ -330,6 +330,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/revocations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Revocations after a number: token-version bumps and ended sessions */
+        get: operations["listRevocations"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/revocations/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every revocation as it commits, as Server-Sent Events
+         * @description Each event: `id: <seq>`, `event: revocation`, `data: <the event as JSON>`. Resumes after `Last-Event-ID` (or `after`); `event: reset` first when the resume point is older than what is kept; a `: heartbeat` comment every 15 s.
+         */
+        get: operations["streamRevocations"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/sessions": {
         parameters: {
             query?: never;
@@ -2448,6 +2485,281 @@ export interface operations {
                         database: "ok";
                         cache: "ok" | "unreachable";
                     };
+                };
+            };
+            /**
+             * @description Service Unavailable, with `code`:
+             *     - `service_unavailable`: The service is unavailable; try again shortly.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 503,
+                     *       "code": "service_unavailable",
+                     *       "error": "Service Unavailable",
+                     *       "message": "The service is unavailable; try again shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    listRevocations: {
+        parameters: {
+            query?: {
+                /** @description The last `seq` already seen; 0 (or absent) for everything kept. */
+                after?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revocations after `after`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description At most 500, oldest first. */
+                        events: {
+                            /** @description Its number: gapless, in commit order; the stream's `id:`. */
+                            seq: number;
+                            /** @description `user`: every token of the user with a `ver` below `tokenVersion` is dead. `session`: every token with this `sid` is. */
+                            kind: "user" | "session";
+                            /**
+                             * Format: uuid
+                             * @description The user (`sub`) or the session (`sid`).
+                             */
+                            id: string;
+                            /** @description kind `user`: the new token_version; tokens with another `ver` are revoked. */
+                            tokenVersion?: number;
+                            /** Format: date-time */
+                            at: string;
+                        }[];
+                        /** @description The `after` of the next request: the last `seq` listed, or `after` when none is. */
+                        last: number;
+                        /**
+                         * @description Events after `after` were flushed (they concern expired access tokens only) or `after` is unknown: the list starts at the oldest kept.
+                         * @enum {boolean}
+                         */
+                        reset?: true;
+                    };
+                };
+            };
+            /**
+             * @description Bad Request, with `code`:
+             *     - `validation_failed`: The request is not valid.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 400,
+                     *       "code": "validation_failed",
+                     *       "error": "Bad Request",
+                     *       "message": "The request is not valid."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Unauthorized, with `code`:
+             *     - `token_missing`: An access token is required.
+             *     - `token_invalid`: The token is invalid.
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 401,
+                     *       "code": "token_missing",
+                     *       "error": "Unauthorized",
+                     *       "message": "An access token is required."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Not Found, with `code`:
+             *     - `not_found`: Not found.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 404,
+                     *       "code": "not_found",
+                     *       "error": "Not Found",
+                     *       "message": "Not found."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Too Many Requests, with `code`:
+             *     - `rate_limited`: Too many requests; try again later.
+             */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 429,
+                     *       "code": "rate_limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Too many requests; try again later."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Service Unavailable, with `code`:
+             *     - `service_unavailable`: The service is unavailable; try again shortly.
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 503,
+                     *       "code": "service_unavailable",
+                     *       "error": "Service Unavailable",
+                     *       "message": "The service is unavailable; try again shortly."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    streamRevocations: {
+        parameters: {
+            query?: {
+                /** @description The last `seq` already seen; 0 (or absent) for everything kept. */
+                after?: string;
+            };
+            header?: {
+                /** @description The last `seq` received (EventSource sends it on reconnect); wins over `after`. */
+                "last-event-id"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The stream (text/event-stream); it does not end by itself. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /**
+             * @description Bad Request, with `code`:
+             *     - `validation_failed`: The request is not valid.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 400,
+                     *       "code": "validation_failed",
+                     *       "error": "Bad Request",
+                     *       "message": "The request is not valid."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Unauthorized, with `code`:
+             *     - `token_missing`: An access token is required.
+             *     - `token_invalid`: The token is invalid.
+             */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 401,
+                     *       "code": "token_missing",
+                     *       "error": "Unauthorized",
+                     *       "message": "An access token is required."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Not Found, with `code`:
+             *     - `not_found`: Not found.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 404,
+                     *       "code": "not_found",
+                     *       "error": "Not Found",
+                     *       "message": "Not found."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description Too Many Requests, with `code`:
+             *     - `rate_limited`: Too many requests; try again later.
+             */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "statusCode": 429,
+                     *       "code": "rate_limited",
+                     *       "error": "Too Many Requests",
+                     *       "message": "Too many requests; try again later."
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /**

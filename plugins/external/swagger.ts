@@ -20,13 +20,15 @@ export default fp(async (app) => {
       },
       components: {
         securitySchemes: {
-          bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' }
+          bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
+          feedToken: { type: 'http', scheme: 'bearer', description: 'REVOCATION_FEED_TOKEN, shared with the services that follow the revocation feed.' }
         }
       },
       tags: [
         { name: 'auth', description: 'Registration, login, tokens and logout' },
         { name: 'profile', description: 'The signed-in user' },
         { name: 'keys', description: 'The public keys other services verify tokens with' },
+        { name: 'revocations', description: 'The revocation feed, for services that verify tokens themselves' },
         { name: 'health', description: 'Liveness and readiness' }
       ]
     },

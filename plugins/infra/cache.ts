@@ -35,6 +35,12 @@ export interface TieredOptions<T> {
   load (id: string): Promise<T | null>
   /** Told which tier answered each read (metrics). */
   onLookup? (tier: 'in_process' | 'redis' | 'database'): void
+  /**
+   * A second fan-out path (PostgreSQL's notifications), which calls `heard`
+   * and `reset`: while it is up, the in-process tier stays trusted when the
+   * backend is not, since the invalidations still arrive.
+   */
+  backup?: { readonly healthy: boolean }
 }
 
 /**
@@ -46,13 +52,17 @@ export interface Tiered<T> {
   get (id: string): Promise<T | null>
   /** After a committed change to these ids: drop every cached copy. */
   invalidate (ids: string[]): Promise<void>
+  /** A change announced through the backup path: drops the copies here and in the shared tier, broadcasting nothing. */
+  heard (ids: string[]): Promise<void>
+  /** The backup path may have missed announcements: drops every in-process copy. */
+  reset (): void
 }
 
 // A message on a tiered cache's channel is ids separated by spaces, or this: drop everything.
 const everything = '*'
 const maxLocal = 50_000
 
-function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace: string, { ttl, load, onLookup }: TieredOptions<T>): Tiered<T> {
+function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace: string, { ttl, load, onLookup, backup }: TieredOptions<T>): Tiered<T> {
   const channel = `tiered:${namespace}`
   const keyOf = (id: string) => `${namespace}:${id}`
   // The in-process tier, bounded (oldest first out).
@@ -113,9 +123,10 @@ function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace:
 
   return {
     async get (id) {
-      // While the backend is unreachable, invalidations cannot reach this
-      // instance either, so nothing cached is trusted: the source answers.
-      if (!cache.healthy) {
+      // While the backend is unreachable, its invalidations cannot reach this
+      // instance either: unless the backup path still brings them, nothing
+      // cached is trusted and the source answers.
+      if (!cache.healthy && !backup?.healthy) {
         onLookup?.('database')
         return await load(id)
       }
@@ -139,7 +150,14 @@ function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace:
       forget(ids.join(' '))
       if (shared) await cache.invalidate(...ids.map(keyOf))
       await cache.publish(channel, ids.join(' '))
-    }
+    },
+    async heard (ids) {
+      if (ids.length === 0) return
+      forget(ids.join(' '))
+      // The instance that made the change may have failed to reach the shared tier.
+      if (shared) await cache.invalidate(...ids.map(keyOf))
+    },
+    reset () { forget(everything) }
   }
 }
 

@@ -46,6 +46,10 @@ function borrowed (pglite: PGlite) {
 const pools = new WeakMap<Kysely<Database>, pg.Pool>()
 export const poolOf = (db: Kysely<Database>): pg.Pool | undefined => pools.get(db)
 
+// The embedded database behind a database, once it is open (for its notifications).
+const embedded = new WeakMap<Kysely<Database>, Promise<PGlite>>()
+export const embeddedOf = (db: Kysely<Database>): Promise<PGlite> | undefined => embedded.get(db)
+
 export function createDatabase (config: Config, pglite?: PGlite): Kysely<Database> {
   if (config.DATABASE_URL) {
     const pool = new pg.Pool({
@@ -65,11 +69,26 @@ export function createDatabase (config: Config, pglite?: PGlite): Kysely<Databas
     pools.set(db, pool)
     return db
   }
-  if (pglite) return new Kysely<Database>({ dialect: new PGliteDialect({ pglite: borrowed(pglite) }) })
+  if (pglite) {
+    const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite: borrowed(pglite) }) })
+    embedded.set(db, Promise.resolve(pglite))
+    return db
+  }
   const dataDir = resolve(config.DATA_DIR, 'pglite')
   mkdirSync(dataDir, { recursive: true })
+  // Opened on the first query (a run that queries nothing creates nothing).
+  let opened!: (pglite: PGlite) => void
   const release = lockDataDir(resolve(config.DATA_DIR))
-  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite: () => new PGlite(dataDir) }) })
+  const db = new Kysely<Database>({
+    dialect: new PGliteDialect({
+      pglite: () => {
+        const own = new PGlite(dataDir)
+        opened(own)
+        return own
+      }
+    })
+  })
+  embedded.set(db, new Promise(resolve => { opened = resolve }))
   const destroy = db.destroy.bind(db)
   db.destroy = async () => {
     try {

@@ -12,6 +12,8 @@ declare module 'fastify' {
     metrics: {
       /** Counts one lookup of the revocation state, by the tier that answered it. */
       stateLookup (tier: StateTier): void
+      /** Observes how long a change took from its commit to this instance, through PostgreSQL's notifications. */
+      fanoutLag (seconds: number): void
       /** Where /metrics is served, once listening; null when METRICS_PORT is unset. */
       address (): AddressInfo | null
     }
@@ -26,7 +28,7 @@ declare module 'fastify' {
 export default fp(async (app) => {
   const { METRICS_PORT, HOST } = app.config
   if (METRICS_PORT === undefined) {
-    app.decorate('metrics', { stateLookup () {}, address: () => null })
+    app.decorate('metrics', { stateLookup () {}, fanoutLag () {}, address: () => null })
     return
   }
 
@@ -47,6 +49,12 @@ export default fp(async (app) => {
   const logouts = new Counter({ name: 'latchkey_logouts_total', help: 'Logouts, by scope (global, local, others).', labelNames: ['scope'], registers })
   const codeChecks = new Counter({ name: 'latchkey_code_checks_total', help: 'Emailed one-time codes checked, by purpose and outcome.', labelNames: ['purpose', 'outcome'], registers })
   const lookups = new Counter({ name: 'latchkey_state_lookups_total', help: 'Revocation-state lookups, by the tier that answered (in_process, redis, database).', labelNames: ['tier'], registers })
+  const lag = new Histogram({
+    name: 'latchkey_revocation_fanout_lag_seconds',
+    help: 'Time from a committed change to auth state to its notification arriving here through PostgreSQL (clocks of two instances).',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers
+  })
   const pool = poolOf(app.db)
   // eslint-disable-next-line no-new -- registered with the registry, read on every scrape
   new Gauge({
@@ -86,6 +94,7 @@ export default fp(async (app) => {
   let server: Server | undefined
   app.decorate('metrics', {
     stateLookup: (tier: StateTier) => lookups.inc({ tier }),
+    fanoutLag: (seconds: number) => lag.observe(Math.max(0, seconds)),
     address: () => (server?.address() as AddressInfo | null | undefined) ?? null
   })
 

@@ -53,7 +53,7 @@ const byLeastRecentlySeen = (a: Session, b: Session) =>
   a.last_seen_at.getTime() - b.last_seen_at.getTime() || a.created_at.getTime() - b.created_at.getTime()
 
 function createSessions (app: FastifyInstance) {
-  const { config, db, tokens, authState, transaction, binding, audit } = app
+  const { config, db, tokens, revocations, transaction, binding, audit } = app
 
   /** The end of the session's maximum lifetime (SPEC §8): no rotation extends it, no token outlives it. */
   const maxEnd = (session: Session) => session.created_at.getTime() + config.SESSION_MAX_LIFETIME * 1000
@@ -93,10 +93,8 @@ function createSessions (app: FastifyInstance) {
     for (const sessionId of evicted) {
       await audit.record(trx, { type: 'session.evicted', userId, sessionId, client, detail: { policy: 'evict_oldest', limit: config.DEVICE_LIMIT } })
     }
-    afterCommit(() => {
-      app.log.info({ userId, sessionIds: evicted }, 'sessions evicted at the device limit')
-      return authState.invalidate({ sessions: evicted })
-    })
+    await revocations.revoked(trx, afterCommit, { sessions: evicted })
+    afterCommit(() => app.log.info({ userId, sessionIds: evicted }, 'sessions evicted at the device limit'))
   }
 
   /**
@@ -184,12 +182,9 @@ function createSessions (app: FastifyInstance) {
           })
         }
       }
-      await revokeSessions(trx, user.id, { only: claims.sid })
+      await revocations.revoked(trx, afterCommit, { sessions: await revokeSessions(trx, user.id, { only: claims.sid }) })
       await audit.record(trx, { type: 'refresh.reuse_detected', userId: user.id, sessionId: claims.sid, client, detail: { recent } })
-      afterCommit(() => {
-        app.log.warn({ userId: claims.sub, sessionId: claims.sid }, 'refresh token reused: session revoked')
-        return authState.invalidate({ sessions: [claims.sid] })
-      })
+      afterCommit(() => app.log.warn({ userId: claims.sub, sessionId: claims.sid }, 'refresh token reused: session revoked'))
       return { problem: 'refresh_reused' }
     })
     if ('problem' in outcome) throw new AppError(outcome.problem, { statusCode: 400 })
@@ -218,7 +213,7 @@ function createSessions (app: FastifyInstance) {
     const version = await bumpTokenVersion(trx, userId)
     await lockOpenSessions(trx, userId)
     const ended = await revokeSessions(trx, userId, keep === undefined ? {} : { except: keep })
-    afterCommit(() => authState.invalidate({ users: [userId], sessions: ended }))
+    await revocations.revoked(trx, afterCommit, { users: version === undefined ? [] : [{ id: userId, tokenVersion: version }], sessions: ended })
     return { version, ended }
   }
 
@@ -248,7 +243,7 @@ function createSessions (app: FastifyInstance) {
         if (scope === 'local') await lockSession(trx, sessionId)
         else await lockOpenSessions(trx, userId)
         ended = await revokeSessions(trx, userId, scope === 'local' ? { only: sessionId } : { except: sessionId })
-        afterCommit(() => authState.invalidate({ sessions: ended }))
+        await revocations.revoked(trx, afterCommit, { sessions: ended })
       }
       await audit.record(trx, { type: 'logout', userId, sessionId, client, detail: { scope, sessionsEnded: ended.length } })
     })
@@ -263,7 +258,7 @@ function createSessions (app: FastifyInstance) {
       if (!session || session.user_id !== userId || session.revoked_at !== null) throw new AppError('not_found', { message: 'No such session.' })
       const ended = await revokeSessions(trx, userId, { only: sessionId })
       await audit.record(trx, { type: 'session.revoked', userId, sessionId, client })
-      afterCommit(() => authState.invalidate({ sessions: ended }))
+      await revocations.revoked(trx, afterCommit, { sessions: ended })
     })
   }
 
@@ -284,4 +279,4 @@ declare module 'fastify' {
 
 export default fp(async (app) => {
   app.decorate('sessions', createSessions(app))
-}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'auth-state', 'binding', 'audit'] })
+}, { name: 'sessions', dependencies: ['config', 'db', 'tokens', 'revocations', 'binding', 'audit'] })

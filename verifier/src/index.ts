@@ -1,0 +1,5 @@
+export { createVerifier, type AccessClaims, type Verifier, type VerifierEvents, type VerifierOptions, type VerifyOptions } from './verifier.js'
+export { VerifierError, isVerifierError, type VerifierErrorCode } from './errors.js'
+export type { DpopRequest } from './dpop.js'
+export type { RevocationEvent } from './feed.js'
+export { latchkeyVerifier, type LatchkeyVerifierOptions } from './fastify.js'
