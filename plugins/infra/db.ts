@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
 import { Kysely, PGliteDialect, PostgresDialect, type Transaction } from 'kysely'
-import { PGlite } from '@electric-sql/pglite'
+import type { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
 import type { Database } from '../../db/schema.js'
 import { migrateToLatest } from '../../db/migrate.js'
@@ -68,7 +68,10 @@ export function createDatabase (config: Config, pglite?: PGlite): Kysely<Databas
   if (pglite) return new Kysely<Database>({ dialect: new PGliteDialect({ pglite: borrowed(pglite) }) })
   const dataDir = resolve(config.DATA_DIR, 'pglite')
   mkdirSync(dataDir, { recursive: true })
-  return new Kysely<Database>({ dialect: new PGliteDialect({ pglite: () => new PGlite(dataDir) }) })
+  // Loaded only when used: a server on PostgreSQL never holds PGlite's WebAssembly in memory.
+  return new Kysely<Database>({
+    dialect: new PGliteDialect({ pglite: async () => new (await import('@electric-sql/pglite')).PGlite(dataDir) })
+  })
 }
 
 // Deadlock, serialisation failure: PostgreSQL rolled the transaction back and
