@@ -39,17 +39,15 @@ app.mailer.send = async (mail) => {
   if (code) codes.push({ email: mail.to, code })
 }
 
-// SQL statements sent, for the count of one refresh's.
-let statements = 0
-const countQueries = <T extends { query: (...args: any[]) => any }>(proto: T) => {
-  const query = proto.query
-  proto.query = function (this: unknown, ...args: unknown[]) {
+// SQL statements sent to PostgreSQL, for the count of one refresh's (-1 on PGlite: not counted).
+let statements = process.env.DATABASE_URL ? 0 : -1
+if (process.env.DATABASE_URL) {
+  const query = pg.Client.prototype.query
+  pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
     statements++
-    return query.apply(this, args)
-  } as T['query']
+    return (query as (...a: unknown[]) => unknown).apply(this, args)
+  } as typeof query
 }
-if (process.env.DATABASE_URL) countQueries(pg.Client.prototype)
-else countQueries((await import('@electric-sql/pglite')).PGlite.prototype)
 
 const address = await app.listen({ host: '127.0.0.1', port: 0 })
 
