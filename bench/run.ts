@@ -79,7 +79,7 @@ async function benchBackend (backend: string, env: Record<string, string | undef
   const before = await ask<number>({ type: 'statements' })
   const lone = await post('/auth/refresh', { refreshToken: chains[0].tokens.refreshToken })
   chains[0] = lone
-  const refreshStatements = await ask<number>({ type: 'statements' }) - before
+  const refreshStatements = before < 0 ? -1 : await ask<number>({ type: 'statements' }) - before
   const { idleRss } = await rss()
 
   // Warmed up first (JIT, connections, caches), so the first scenario measured pays for none of it.
