@@ -26,11 +26,14 @@ export interface Server {
   exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
 }
 
-/** `npm start`, as a child process: the run's backends when set, else the embedded ones. */
-export async function startServer (t: Test, env: Record<string, string | undefined>): Promise<Server> {
+/**
+ * `npm start`, as a child process: the run's backends when set, else the
+ * embedded ones. `args` are node's instead (the compiled server: its path only).
+ */
+export async function startServer (t: Test, env: Record<string, string | undefined>, args = ['--import', tsx, serverPath]): Promise<Server> {
   const port = await freePort()
   let output = ''
-  const child = spawn(process.execPath, ['--import', tsx, serverPath], {
+  const child = spawn(process.execPath, args, {
     cwd: mkdtempSync(join(tmpdir(), 'latchkey-server-cwd-')),
     env: {
       PATH: process.env.PATH,

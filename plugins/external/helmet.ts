@@ -1,7 +1,17 @@
-import helmet, { type FastifyHelmetOptions } from '@fastify/helmet'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import fp from 'fastify-plugin'
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
+import helmet, { type HelmetOptions } from 'helmet'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** false: this route's replies go without the security headers (the bench's baseline only). */
+    securityHeaders?: boolean
+  }
+}
 
 // Swagger UI at /docs runs its own scripts and styles; the API itself serves JSON only.
-export const autoConfig: FastifyHelmetOptions = {
+export const options: HelmetOptions = {
   contentSecurityPolicy: {
     directives: {
       defaultSrc: ["'self'"],
@@ -14,4 +24,25 @@ export const autoConfig: FastifyHelmetOptions = {
   }
 }
 
-export default helmet
+/**
+ * The headers helmet sets, worked out once: none depends on the request (no
+ * nonces), and @fastify/helmet built helmet's middleware, CSP parsing
+ * included, again on every request.
+ */
+export function securityHeaders (helmetOptions: HelmetOptions): Record<string, string> {
+  const headers: Record<string, string> = {}
+  const recorder = {
+    setHeader (name: string, value: unknown) { headers[name.toLowerCase()] = String(value) },
+    removeHeader (name: string) { delete headers[name.toLowerCase()] }
+  }
+  helmet(helmetOptions)({} as IncomingMessage, recorder as unknown as ServerResponse, (err?: unknown) => { if (err) throw err })
+  return headers
+}
+
+export default fp(async (app) => {
+  const headers = securityHeaders(options)
+  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
+    if (request.routeOptions.config.securityHeaders !== false) reply.headers(headers)
+    done()
+  })
+}, { name: 'security-headers' })

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
 import { Kysely, PGliteDialect, PostgresDialect, type Transaction } from 'kysely'
-import { PGlite } from '@electric-sql/pglite'
+import type { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
 import type { Database } from '../../db/schema.js'
 import { migrateToLatest } from '../../db/migrate.js'
@@ -81,8 +81,9 @@ export function createDatabase (config: Config, pglite?: PGlite): Kysely<Databas
   const release = lockDataDir(resolve(config.DATA_DIR))
   const db = new Kysely<Database>({
     dialect: new PGliteDialect({
-      pglite: () => {
-        const own = new PGlite(dataDir)
+      // Loaded only when used: a server on PostgreSQL never holds PGlite's WebAssembly in memory.
+      pglite: async () => {
+        const own = new (await import('@electric-sql/pglite')).PGlite(dataDir)
         opened(own)
         return own
       }
