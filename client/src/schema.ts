@@ -315,7 +315,7 @@ export interface components {
              */
             statusCode: number;
             /** @description A code from the closed list of SPEC §12. */
-            code: "validation_failed" | "invalid_credentials" | "email_taken" | "weak_password" | "token_missing" | "token_invalid" | "token_expired" | "token_revoked" | "token_binding_mismatch" | "refresh_reused" | "otp_invalid" | "email_not_verified" | "forbidden" | "not_found" | "device_limit_reached" | "account_disabled" | "rate_limited" | "payload_too_large" | "unsupported_media_type" | "request_timeout" | "uri_too_long" | "headers_too_large" | "service_unavailable" | "internal_error";
+            code: "validation_failed" | "invalid_credentials" | "email_taken" | "weak_password" | "token_missing" | "token_invalid" | "token_expired" | "token_revoked" | "token_binding_mismatch" | "dpop_proof_invalid" | "refresh_reused" | "otp_invalid" | "email_not_verified" | "forbidden" | "not_found" | "device_limit_reached" | "account_disabled" | "rate_limited" | "payload_too_large" | "unsupported_media_type" | "request_timeout" | "uri_too_long" | "headers_too_large" | "service_unavailable" | "internal_error";
             /** @description The HTTP reason phrase. */
             error: string;
             /** @description A sentence for people. */
@@ -345,8 +345,8 @@ export interface components {
             accessToken: string;
             /** @description Absent when refresh rotation is off, and in cookie transport (`X-Token-Transport: cookie`), where it is the `__Host-latchkey-refresh` cookie. */
             refreshToken?: string;
-            /** @enum {string} */
-            tokenType: "Bearer";
+            /** @description `DPoP` when the session is bound to the DPoP key of the proof sent (SPEC §8.1): send the access token as `Authorization: DPoP <token>` with a proof by that key. */
+            tokenType: "Bearer" | "DPoP";
             /** @description Seconds until the access token expires. */
             expiresIn: number;
             /** @description Seconds until the refresh token expires. */
@@ -365,6 +365,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
                 /** @description With REFRESH_COOKIE=on: the refresh token travels as the `__Host-latchkey-refresh` cookie, never in the body; refresh and logout read the cookie only when this header is sent (the CSRF defence). */
                 "x-token-transport"?: "cookie";
             };
@@ -406,6 +408,7 @@ export interface operations {
              * @description Bad Request, with `code`:
              *     - `weak_password`: The password does not meet the password policy.
              *     - `validation_failed`: The request is not valid.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              */
             400: {
                 headers: {
@@ -490,6 +493,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
                 /** @description With REFRESH_COOKIE=on: the refresh token travels as the `__Host-latchkey-refresh` cookie, never in the body; refresh and logout read the cookie only when this header is sent (the CSRF defence). */
                 "x-token-transport"?: "cookie";
             };
@@ -530,6 +535,7 @@ export interface operations {
             /**
              * @description Bad Request, with `code`:
              *     - `validation_failed`: The request is not valid.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              */
             400: {
                 headers: {
@@ -633,6 +639,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
                 /** @description With REFRESH_COOKIE=on: the refresh token travels as the `__Host-latchkey-refresh` cookie, never in the body; refresh and logout read the cookie only when this header is sent (the CSRF defence). */
                 "x-token-transport"?: "cookie";
             };
@@ -674,6 +682,7 @@ export interface operations {
              *     - `refresh_reused`: The refresh token was already used; the session has been ended.
              *     - `account_disabled`: The account is disabled.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `validation_failed`: The request is not valid.
              */
             400: {
@@ -738,6 +747,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
                 /** @description With REFRESH_COOKIE=on: the refresh token travels as the `__Host-latchkey-refresh` cookie, never in the body; refresh and logout read the cookie only when this header is sent (the CSRF defence). */
                 "x-token-transport"?: "cookie";
             };
@@ -799,6 +810,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -1251,6 +1263,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
                 /** @description With REFRESH_COOKIE=on: the refresh token travels as the `__Host-latchkey-refresh` cookie, never in the body; refresh and logout read the cookie only when this header is sent (the CSRF defence). */
                 "x-token-transport"?: "cookie";
             };
@@ -1314,6 +1328,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -1432,6 +1447,11 @@ export interface operations {
                         exp: number;
                         /** @description Bound to a device and/or IP (TOKEN_BINDING); reported, not enforced here. */
                         bound: boolean;
+                        /** @description For a DPoP-bound token (SPEC §8.1): the key it is bound to; reported, not enforced here. */
+                        cnf?: {
+                            /** @description The RFC 7638 thumbprint of the DPoP key. */
+                            jkt: string;
+                        };
                     };
                 };
             };
@@ -1546,7 +1566,10 @@ export interface operations {
     getProfile: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1568,6 +1591,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -1631,7 +1655,10 @@ export interface operations {
     updateProfile: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1684,6 +1711,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -1812,7 +1840,10 @@ export interface operations {
     listSessions: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1856,6 +1887,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -1919,7 +1951,10 @@ export interface operations {
     revokeSession: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
+            };
             path: {
                 id: string;
             };
@@ -1961,6 +1996,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {

@@ -20,7 +20,13 @@ export default fp(async (app) => {
       },
       components: {
         securitySchemes: {
-          bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' }
+          bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
+          // RFC 9449: the access token of a DPoP-bound session, with a proof of each request in the `DPoP` header.
+          DPoP: {
+            type: 'http',
+            scheme: 'dpop',
+            description: 'A DPoP-bound access token (`tokenType: "DPoP"`) as `Authorization: DPoP <token>`, with a fresh proof by the bound key in the `DPoP` header.'
+          }
         }
       },
       tags: [
