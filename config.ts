@@ -70,6 +70,8 @@ export const EnvSchema = Type.Object({
   TOKEN_BINDING: Type.Union([Type.Literal('none'), Type.Literal('device'), Type.Literal('ip'), Type.Literal('device+ip')], { default: 'none' }),
   SESSION_IDLE_TIMEOUT: Duration('0'),
   SESSION_MAX_LIFETIME: Duration('30d'),
+  DPOP: Type.Union([Type.Literal('off'), Type.Literal('allowed'), Type.Literal('required')], { default: 'allowed' }),
+  DPOP_PROOF_MAX_AGE: Duration('60s'),
 
   PASSWORD_MIN_LENGTH: Type.Integer({ minimum: 8, maximum: 128, default: 8 }),
 
@@ -97,7 +99,7 @@ export const EnvSchema = Type.Object({
 
 type Env = Static<typeof EnvSchema>
 type DurationKey = {
-  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | `${string}_TIMEOUT` | 'JWT_LEEWAY' | 'JWKS_MAX_AGE' | 'SHUTDOWN_GRACE' | 'SESSION_MAX_LIFETIME' | 'AUDIT_RETENTION' ? K : never) : never
+  [K in keyof Env]-?: Env[K] extends string ? (K extends `${string}_TTL` | `${string}_WINDOW` | `${string}_INTERVAL` | `${string}_COOLDOWN` | `${string}_TIMEOUT` | 'JWT_LEEWAY' | 'JWKS_MAX_AGE' | 'SHUTDOWN_GRACE' | 'SESSION_MAX_LIFETIME' | 'AUDIT_RETENTION' | 'DPOP_PROOF_MAX_AGE' ? K : never) : never
 }[keyof Env]
 
 /** The environment, validated, with durations in seconds and the secrets resolved (JWT_SECRET under HS* only). */

@@ -29,6 +29,8 @@ export interface SessionsTable {
   last_seen_at: DefaultedTimestamp
   expires_at: Timestamp
   revoked_at: NullableTimestamp
+  /** The RFC 7638 thumbprint of the DPoP key the session is bound to (SPEC §8.1); null when unbound. */
+  dpop_jkt: ColumnType<string | null, string | null | undefined, string | null>
 }
 
 export interface RefreshTokensTable {

@@ -49,7 +49,7 @@ export const UserSchema = Type.Object({
 export const TokensSchema = Type.Object({
   accessToken: Type.String(),
   refreshToken: Type.Optional(Type.String({ description: 'Absent when refresh rotation is off, and in cookie transport (`X-Token-Transport: cookie`), where it is the `__Host-latchkey-refresh` cookie.' })),
-  tokenType: Type.Literal('Bearer'),
+  tokenType: Type.Union([Type.Literal('Bearer'), Type.Literal('DPoP')], { description: '`DPoP` when the session is bound to the DPoP key of the proof sent (SPEC §8.1): send the access token as `Authorization: DPoP <token>` with a proof by that key.' }),
   expiresIn: Type.Integer({ description: 'Seconds until the access token expires.' }),
   refreshExpiresIn: Type.Optional(Type.Integer({ description: 'Seconds until the refresh token expires.' }))
 }, { $id: 'Tokens', additionalProperties: false })
@@ -100,7 +100,18 @@ export const PageOf = (item: TSchema, description: string) => Type.Object({
 }, { additionalProperties: false, description })
 
 /** What a protected route answers 401 with: a bad, expired or revoked access token, or a disabled account. */
-export const authFailures = ['token_missing', 'token_invalid', 'token_expired', 'token_revoked', 'token_binding_mismatch', 'account_disabled'] as const
+export const authFailures = ['token_missing', 'token_invalid', 'token_expired', 'token_revoked', 'token_binding_mismatch', 'dpop_proof_invalid', 'account_disabled'] as const
+
+/** How a protected route takes its access token: `Bearer <token>`, or `DPoP <token>` with a proof (SPEC §8.1). */
+export const accessTokenSecurity: Array<Record<string, string[]>> = [{ bearerAuth: [] }, { DPoP: [] }]
+
+/** The DPoP proof (RFC 9449) a route reads: optional, except with a DPoP-bound token (and everywhere under DPOP=required at login). */
+export const DpopHeaders = Type.Object({
+  dpop: Type.Optional(Type.String({
+    description: 'A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, ' +
+      'and `ath` (the base64url SHA-256 of the access token) on protected routes.'
+  }))
+})
 
 type ErrorsByStatus = { [status: number]: readonly ErrorCode[] }
 

@@ -3,6 +3,7 @@ import type { paths } from './schema.js'
 import type { ErrorCode, LoginInput, LogoutScope, RegisterInput, Tokens, User } from './types.js'
 import { LatchkeyError, errorFrom } from './errors.js'
 import { memoryStorage, type TokenStorage } from './storage.js'
+import { proofMaker } from './dpop.js'
 
 export type { components, operations, paths } from './schema.js'
 export type { ErrorBody, ErrorCode, LoginInput, LogoutScope, RegisterInput, Tokens, User } from './types.js'
@@ -20,6 +21,13 @@ export interface LatchkeyOptions {
    * (SPEC §6.1; the server runs with REFRESH_COOKIE=on).
    */
   transport?: 'body' | 'cookie'
+  /**
+   * A DPoP key pair (RFC 9449, SPEC §8.1) from WebCrypto — ECDSA P-256, Ed25519
+   * or RSASSA-PKCS1-v1_5 with SHA-256; a non-extractable private key is best.
+   * Register, login and refresh send a proof by it, which binds the session;
+   * every call then sends `Authorization: DPoP <token>` with a fresh proof.
+   */
+  dpopKey?: CryptoKeyPair
   /** The fetch to send requests with; `globalThis.fetch` by default. */
   fetch?: (request: Request) => Promise<Response>
   /** Called once when the session is over (a refresh answered 400): the tokens are cleared; send the user to log in. */
@@ -52,6 +60,12 @@ export function createLatchkey (options: LatchkeyOptions): Latchkey {
   // In cookie transport the browser must store and send latchkey's cookie.
   const credentials: RequestCredentials | undefined = cookie ? 'include' : undefined
   const transportHeaders: Record<string, string> = cookie ? { 'x-token-transport': 'cookie' } : {}
+  const makeProof = options.dpopKey && proofMaker(options.dpopKey)
+  /** The headers of an auth call: the transport's, and a fresh proof of this call when created with a DPoP key. */
+  const authHeaders = async (path: string, accessToken?: string): Promise<Record<string, string>> => ({
+    ...transportHeaders,
+    ...(makeProof && { dpop: await makeProof('POST', baseUrl + path, accessToken) })
+  })
 
   // The auth calls go through a client of their own: no token attached, never retried.
   const plain = createClient<paths>({ baseUrl, fetch: send, credentials })
@@ -71,7 +85,7 @@ export function createLatchkey (options: LatchkeyOptions): Latchkey {
     if (!cookie && held?.refreshToken === undefined) throw new LatchkeyError('token_missing', 401, 'Not logged in.')
     const { data, error, response } = await plain.POST('/auth/refresh', {
       body: cookie ? {} : { refreshToken: held?.refreshToken },
-      headers: transportHeaders
+      headers: await authHeaders('/auth/refresh')
     })
     if (data) return await keep(data.tokens)
     const failure = errorFrom(response, error)
@@ -108,9 +122,17 @@ export function createLatchkey (options: LatchkeyOptions): Latchkey {
     return cookie && sent === undefined && body?.code === 'token_missing'
   }
 
-  function withToken (request: Request, accessToken: string | undefined): Request {
+  async function withToken (request: Request, tokens: Tokens | null | undefined): Promise<Request> {
     const headers = new Headers(request.headers)
-    if (accessToken !== undefined) headers.set('authorization', `Bearer ${accessToken}`)
+    if (tokens) {
+      // A DPoP-bound token goes with a proof of this very request (every retry makes a new one).
+      if (tokens.tokenType === 'DPoP' && makeProof) {
+        headers.set('authorization', `DPoP ${tokens.accessToken}`)
+        headers.set('dpop', await makeProof(request.method, request.url, tokens.accessToken))
+      } else {
+        headers.set('authorization', `Bearer ${tokens.accessToken}`)
+      }
+    }
     // A password change answers with the session's new pair: in cookie transport its refresh token comes as the cookie.
     if (cookie && changesPassword(request)) headers.set('x-token-transport', 'cookie')
     return new Request(request, { headers })
@@ -121,8 +143,9 @@ export function createLatchkey (options: LatchkeyOptions): Latchkey {
   async function authorizedFetch (request: Request): Promise<Response> {
     // Kept unread for the one retry: the first attempt consumes the body.
     const retry = request.clone()
-    const sent = (await storage.get())?.accessToken
-    let response = await send(withToken(request, sent))
+    const held = await storage.get()
+    const sent = held?.accessToken
+    let response = await send(await withToken(request, held))
     if (await curable(response, sent)) {
       let fresh: Tokens
       try {
@@ -132,7 +155,7 @@ export function createLatchkey (options: LatchkeyOptions): Latchkey {
         if (err instanceof LatchkeyError) return response
         throw err
       }
-      response = await send(withToken(retry, fresh.accessToken))
+      response = await send(await withToken(retry, fresh))
     }
     // Every earlier token of the account died with the password change: the reply's pair replaces them.
     if (response.ok && changesPassword(request)) {
@@ -152,8 +175,8 @@ export function createLatchkey (options: LatchkeyOptions): Latchkey {
 
   return {
     api,
-    register: async (input) => await opened(await plain.POST('/auth/register', { body: input, headers: transportHeaders })),
-    login: async (input) => await opened(await plain.POST('/auth/login', { body: input, headers: transportHeaders })),
+    register: async (input) => await opened(await plain.POST('/auth/register', { body: input, headers: await authHeaders('/auth/register') })),
+    login: async (input) => await opened(await plain.POST('/auth/login', { body: input, headers: await authHeaders('/auth/login') })),
     refresh: () => once(rotate),
     tokens: async () => await storage.get(),
     async logout (scope = 'global') {
@@ -161,10 +184,9 @@ export function createLatchkey (options: LatchkeyOptions): Latchkey {
       const { error, response } = await plain.POST('/auth/logout', {
         // The refresh token authenticates the logout when the access token has expired.
         body: { scope, ...(!cookie && held?.refreshToken !== undefined && { refreshToken: held.refreshToken }) },
-        headers: {
-          ...transportHeaders,
-          ...(held !== null && { authorization: `Bearer ${held.accessToken}` })
-        }
+        headers: held?.tokenType === 'DPoP' && makeProof
+          ? { ...await authHeaders('/auth/logout', held.accessToken), authorization: `DPoP ${held.accessToken}` }
+          : { ...transportHeaders, ...(held !== null && { authorization: `Bearer ${held.accessToken}` }) }
       })
       // 400 or 401: the tokens were dead already, which is what a logout wants.
       if (!response.ok && response.status !== 400 && response.status !== 401) throw errorFrom(response, error)

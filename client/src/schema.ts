@@ -432,7 +432,7 @@ export interface components {
              */
             statusCode: number;
             /** @description A code from the closed list of SPEC §12. */
-            code: "validation_failed" | "invalid_credentials" | "email_taken" | "weak_password" | "token_missing" | "token_invalid" | "token_expired" | "token_revoked" | "token_binding_mismatch" | "refresh_reused" | "otp_invalid" | "email_not_verified" | "forbidden" | "not_found" | "device_limit_reached" | "account_disabled" | "rate_limited" | "payload_too_large" | "unsupported_media_type" | "request_timeout" | "uri_too_long" | "headers_too_large" | "service_unavailable" | "internal_error";
+            code: "validation_failed" | "invalid_credentials" | "email_taken" | "weak_password" | "token_missing" | "token_invalid" | "token_expired" | "token_revoked" | "token_binding_mismatch" | "dpop_proof_invalid" | "refresh_reused" | "otp_invalid" | "email_not_verified" | "forbidden" | "not_found" | "device_limit_reached" | "account_disabled" | "rate_limited" | "payload_too_large" | "unsupported_media_type" | "request_timeout" | "uri_too_long" | "headers_too_large" | "service_unavailable" | "internal_error";
             /** @description The HTTP reason phrase. */
             error: string;
             /** @description A sentence for people. */
@@ -462,8 +462,8 @@ export interface components {
             accessToken: string;
             /** @description Absent when refresh rotation is off, and in cookie transport (`X-Token-Transport: cookie`), where it is the `__Host-latchkey-refresh` cookie. */
             refreshToken?: string;
-            /** @enum {string} */
-            tokenType: "Bearer";
+            /** @description `DPoP` when the session is bound to the DPoP key of the proof sent (SPEC §8.1): send the access token as `Authorization: DPoP <token>` with a proof by that key. */
+            tokenType: "Bearer" | "DPoP";
             /** @description Seconds until the access token expires. */
             expiresIn: number;
             /** @description Seconds until the refresh token expires. */
@@ -577,6 +577,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -713,6 +714,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -847,6 +849,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -951,6 +954,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
                 /** @description With REFRESH_COOKIE=on: the refresh token travels as the `__Host-latchkey-refresh` cookie, never in the body; refresh and logout read the cookie only when this header is sent (the CSRF defence). */
                 "x-token-transport"?: "cookie";
             };
@@ -992,6 +997,7 @@ export interface operations {
              * @description Bad Request, with `code`:
              *     - `weak_password`: The password does not meet the password policy.
              *     - `validation_failed`: The request is not valid.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              */
             400: {
                 headers: {
@@ -1076,6 +1082,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
                 /** @description With REFRESH_COOKIE=on: the refresh token travels as the `__Host-latchkey-refresh` cookie, never in the body; refresh and logout read the cookie only when this header is sent (the CSRF defence). */
                 "x-token-transport"?: "cookie";
             };
@@ -1116,6 +1124,7 @@ export interface operations {
             /**
              * @description Bad Request, with `code`:
              *     - `validation_failed`: The request is not valid.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              */
             400: {
                 headers: {
@@ -1219,6 +1228,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
                 /** @description With REFRESH_COOKIE=on: the refresh token travels as the `__Host-latchkey-refresh` cookie, never in the body; refresh and logout read the cookie only when this header is sent (the CSRF defence). */
                 "x-token-transport"?: "cookie";
             };
@@ -1260,6 +1271,7 @@ export interface operations {
              *     - `refresh_reused`: The refresh token was already used; the session has been ended.
              *     - `account_disabled`: The account is disabled.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `validation_failed`: The request is not valid.
              */
             400: {
@@ -1324,6 +1336,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
                 /** @description With REFRESH_COOKIE=on: the refresh token travels as the `__Host-latchkey-refresh` cookie, never in the body; refresh and logout read the cookie only when this header is sent (the CSRF defence). */
                 "x-token-transport"?: "cookie";
             };
@@ -1385,6 +1399,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -1837,6 +1852,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
                 /** @description With REFRESH_COOKIE=on: the refresh token travels as the `__Host-latchkey-refresh` cookie, never in the body; refresh and logout read the cookie only when this header is sent (the CSRF defence). */
                 "x-token-transport"?: "cookie";
             };
@@ -1900,6 +1917,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -2018,6 +2036,11 @@ export interface operations {
                         exp: number;
                         /** @description Bound to a device and/or IP (TOKEN_BINDING); reported, not enforced here. */
                         bound: boolean;
+                        /** @description For a DPoP-bound token (SPEC §8.1): the key it is bound to; reported, not enforced here. */
+                        cnf?: {
+                            /** @description The RFC 7638 thumbprint of the DPoP key. */
+                            jkt: string;
+                        };
                     };
                 };
             };
@@ -2132,7 +2155,10 @@ export interface operations {
     getProfile: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2154,6 +2180,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -2217,7 +2244,10 @@ export interface operations {
     updateProfile: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2270,6 +2300,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -2404,6 +2435,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -2787,7 +2819,10 @@ export interface operations {
     listSessions: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2831,6 +2866,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {
@@ -2894,7 +2930,10 @@ export interface operations {
     revokeSession: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A DPoP proof JWT (RFC 9449 §4): `typ: "dpop+jwt"`, ES256, EdDSA or RS256, the public `jwk`; claims `jti`, `htm`, `htu`, `iat`, and `ath` (the base64url SHA-256 of the access token) on protected routes. */
+                dpop?: string;
+            };
             path: {
                 id: string;
             };
@@ -2936,6 +2975,7 @@ export interface operations {
              *     - `token_expired`: The token has expired.
              *     - `token_revoked`: The token has been revoked.
              *     - `token_binding_mismatch`: The token was issued to another device.
+             *     - `dpop_proof_invalid`: The DPoP proof is missing or invalid.
              *     - `account_disabled`: The account is disabled.
              */
             401: {

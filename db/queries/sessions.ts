@@ -8,6 +8,7 @@ export interface NewSession {
   userAgent: string | null
   createdAt: Date
   expiresAt: Date
+  dpopJkt: string | null
 }
 
 export function insertSession (db: Kysely<Database>, session: NewSession): Promise<Session> {
@@ -19,7 +20,8 @@ export function insertSession (db: Kysely<Database>, session: NewSession): Promi
     // From the same clock as the lifetimes computed from it, not the database's.
     created_at: session.createdAt,
     last_seen_at: session.createdAt,
-    expires_at: session.expiresAt
+    expires_at: session.expiresAt,
+    dpop_jkt: session.dpopJkt
   }).returningAll().executeTakeFirstOrThrow()
 }
 
@@ -80,6 +82,11 @@ export async function revokeSessions (db: Kysely<Database>, userId: string, whic
       .execute()
   }
   return ids
+}
+
+/** Binds an unbound session to a DPoP key (SPEC §8.1); a bound session keeps its key. */
+export async function bindSessionKey (db: Kysely<Database>, id: string, jkt: string): Promise<void> {
+  await db.updateTable('sessions').set({ dpop_jkt: jkt }).where('id', '=', id).where('dpop_jkt', 'is', null).execute()
 }
 
 export async function touchSession (db: Kysely<Database>, id: string, expiresAt?: Date): Promise<void> {

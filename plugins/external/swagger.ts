@@ -21,7 +21,13 @@ export default fp(async (app) => {
       components: {
         securitySchemes: {
           bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
-          feedToken: { type: 'http', scheme: 'bearer', description: 'REVOCATION_FEED_TOKEN, shared with the services that follow the revocation feed.' }
+          feedToken: { type: 'http', scheme: 'bearer', description: 'REVOCATION_FEED_TOKEN, shared with the services that follow the revocation feed.' },
+          // RFC 9449: the access token of a DPoP-bound session, with a proof of each request in the `DPoP` header.
+          DPoP: {
+            type: 'http',
+            scheme: 'dpop',
+            description: 'A DPoP-bound access token (`tokenType: "DPoP"`) as `Authorization: DPoP <token>`, with a fresh proof by the bound key in the `DPoP` header.'
+          }
         }
       },
       tags: [

@@ -19,6 +19,12 @@ export interface Cache {
   setIfVersion (key: string, value: string, ttlSeconds: number, version: string): Promise<void>
   /** Bumps each key's version and deletes its value. */
   invalidate (...keys: string[]): Promise<void>
+  /**
+   * True for the first claim of the key within `ttlSeconds`, on any instance
+   * sharing the backend; false for every later one (DPoP proof ids, SPEC §8.1).
+   * Without the backend, claims are still remembered in this process.
+   */
+  claimOnce (key: string, ttlSeconds: number): Promise<boolean>
   publish (channel: string, message: string): Promise<void>
   subscribe (channel: string, handler: (message: string) => void): void
   /** Called when messages may have been missed (a reconnect): drop whatever was derived from them. */
@@ -167,11 +173,30 @@ declare module 'fastify' {
   }
 }
 
+/** Keys claimed in this process, each until its expiry (bounded by the claim rate times the TTL, swept every minute). */
+function localClaims () {
+  const claimed = new Map<string, number>()
+  return {
+    claim (key: string, ttlSeconds: number): boolean {
+      const now = Date.now()
+      if ((claimed.get(key) ?? 0) > now) return false
+      claimed.set(key, now + ttlSeconds * 1000)
+      return true
+    },
+    sweep () {
+      const now = Date.now()
+      for (const [key, expires] of claimed) if (expires <= now) claimed.delete(key)
+    },
+    clear () { claimed.clear() }
+  }
+}
+
 export function createMemoryCache (): Cache & { close (): void } {
   const entries = new Map<string, { value: string, expires: number }>()
   const versions = new Map<string, number>()
   const bus = new EventEmitter()
   bus.setMaxListeners(0)
+  const claims = localClaims()
   const live = (key: string) => {
     const entry = entries.get(key)
     if (entry && entry.expires <= Date.now()) {
@@ -184,6 +209,7 @@ export function createMemoryCache (): Cache & { close (): void } {
   const sweeper = setInterval(() => {
     const now = Date.now()
     for (const [key, entry] of entries) if (entry.expires <= now) entries.delete(key)
+    claims.sweep()
   }, 60_000)
   sweeper.unref()
 
@@ -200,6 +226,7 @@ export function createMemoryCache (): Cache & { close (): void } {
         entries.delete(key)
       }
     },
+    async claimOnce (key, ttlSeconds) { return claims.claim(key, ttlSeconds) },
     async publish (channel, message) { bus.emit(channel, message) },
     subscribe (channel, handler) { bus.on(channel, handler) },
     onReset () {},
@@ -210,6 +237,7 @@ export function createMemoryCache (): Cache & { close (): void } {
       entries.clear()
       bus.removeAllListeners()
       versions.clear()
+      claims.clear()
     }
   }
   return cache
@@ -224,8 +252,14 @@ return 0`
 // A version outlives any load that could have read the one before it.
 const versionTtlSeconds = 3600
 
-function createRedisCache (client: Redis, subscriber: Redis, prefix: string, log: FastifyBaseLogger): Cache {
+function createRedisCache (client: Redis, subscriber: Redis, prefix: string, log: FastifyBaseLogger): Cache & { close (): void } {
   const namespace = `${prefix}c:`
+  // Outside `namespace`: emptying the cache after an outage must not forget what was claimed.
+  const claimNamespace = `${prefix}once:`
+  // Claims are remembered here too, so a replay to this instance is refused even while Redis is away.
+  const claims = localClaims()
+  const sweeper = setInterval(claims.sweep, 60_000)
+  sweeper.unref()
   const handlers = new Map<string, Set<(message: string) => void>>()
   const resetHandlers = new Set<() => void>()
   // After an outage Redis may hold values written before a revocation it never
@@ -296,7 +330,7 @@ function createRedisCache (client: Redis, subscriber: Redis, prefix: string, log
     }
   }
 
-  const cache: Cache = {
+  const cache: Cache & { close (): void } = {
     kind: 'redis',
     get healthy () {
       if (!trusted) maybeRecover()
@@ -316,6 +350,10 @@ function createRedisCache (client: Redis, subscriber: Redis, prefix: string, log
       }
       await batch.exec()
     }),
+    async claimOnce (key, ttlSeconds) {
+      if (!claims.claim(key, ttlSeconds)) return false
+      return await attempt(true, async () => (await client.set(claimNamespace + key, '1', 'EX', ttlSeconds, 'NX')) === 'OK')
+    },
     publish: (channel, message) => attempt(undefined, async () => { await client.publish(prefix + channel, message) }),
     subscribe (channel, handler) {
       if (!handlers.has(channel)) {
@@ -332,7 +370,11 @@ function createRedisCache (client: Redis, subscriber: Redis, prefix: string, log
         return false
       }
     },
-    tiered: (namespace, options) => tiered(cache, log, namespace, options)
+    tiered: (namespace, options) => tiered(cache, log, namespace, options),
+    close () {
+      clearInterval(sweeper)
+      claims.clear()
+    }
   }
   return cache
 }
@@ -377,8 +419,10 @@ export default fp(async (app) => {
     app.decorate('redis', client as FastifyRedis)
   }
   const subscriber = client.duplicate({ enableOfflineQueue: true, commandTimeout: undefined, autoResubscribe: false })
-  app.decorate('cache', createRedisCache(client, subscriber, CACHE_PREFIX, app.log))
+  const cache = createRedisCache(client, subscriber, CACHE_PREFIX, app.log)
+  app.decorate('cache', cache)
   app.addHook('onClose', async () => {
+    cache.close()
     subscriber.disconnect()
     // QUIT lets commands in flight finish; with Redis down it cannot be sent, and the socket is just dropped.
     await client.quit().catch(() => client.disconnect())

@@ -15,6 +15,7 @@ export const errorCodes = {
   token_expired: [401, 'The token has expired.'],
   token_revoked: [401, 'The token has been revoked.'],
   token_binding_mismatch: [401, 'The token was issued to another device.'],
+  dpop_proof_invalid: [401, 'The DPoP proof is missing or invalid.'],
   refresh_reused: [400, 'The refresh token was already used; the session has been ended.'],
   otp_invalid: [400, 'The code is invalid or has expired'],
   email_not_verified: [403, 'Verify your email address first.'],
@@ -75,12 +76,17 @@ function isUnavailable (err: FastifyError): boolean {
     /Connection terminated|timeout exceeded when trying to connect|not queryable|PGlite is closed/i.test(err.message)
 }
 
+// RFC 6750 §3 and RFC 9449 §7.1: the scheme the client used (or must use) and why it failed.
+function challenge (request: FastifyRequest, code: ErrorCode): string {
+  if (code === 'dpop_proof_invalid') return 'DPoP realm="latchkey", error="invalid_dpop_proof"'
+  const authorization = request.headers.authorization
+  if (authorization === undefined) return 'Bearer realm="latchkey"'
+  return /^dpop /i.test(authorization) ? 'DPoP realm="latchkey", error="invalid_token"' : 'Bearer realm="latchkey", error="invalid_token"'
+}
+
 function send (reply: FastifyReply, code: ErrorCode, statusCode: number, message: string) {
   reply.errorCode = code
-  if (statusCode === 401) {
-    const sent = reply.request.headers.authorization !== undefined
-    reply.header('www-authenticate', sent ? 'Bearer realm="latchkey", error="invalid_token"' : 'Bearer realm="latchkey"')
-  }
+  if (statusCode === 401) reply.header('www-authenticate', challenge(reply.request, code))
   // Every 503 is "come back shortly", whoever raised it.
   if (statusCode === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', '5')
   return reply.code(statusCode).send(errorBody(code, statusCode, message))

@@ -1,28 +1,27 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { AppError } from '../../plugins/infra/errors.js'
-import { bearerToken } from '../../plugins/app/sessions/authenticate.js'
 import { clientOf } from '../../plugins/app/sessions/binding.js'
 import { perIp } from '../../plugins/infra/rate-limit.js'
+import { accessTokenSecurity } from '../../openapi/components.js'
 import {
   LoginBody, LogoutBody, RefreshBody, RegisterBody, TransportHeaders,
   loginResponses, logoutResponses, refreshResponses, registerResponses
 } from './schemas.js'
 
-const device = (request: FastifyRequest, deviceName?: string) => ({ deviceName, ...clientOf(request) })
-
 const route: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
 
+  // Where a session is opened from, and the DPoP key it binds to (SPEC §8.1): 400 `dpop_proof_invalid` for a bad proof.
+  const device = async (request: FastifyRequest, deviceName?: string) => {
+    const dpopJkt = await app.dpop.issuing(request)
+    return { deviceName, ...clientOf(request), ...(dpopJkt !== undefined && { dpopJkt }) }
+  }
+
   async function loggedIn (request: FastifyRequest, refreshToken: string | undefined): Promise<{ userId: string, sessionId: string }> {
     try {
-      const token = bearerToken(request)
-      if (token !== undefined) {
-        const claims = app.tokens.verify(token, 'access')
-        const user = await app.principalOf(claims)
-        await app.binding.enforce('access', claims, clientOf(request))
-        return { userId: user.id, sessionId: user.sessionId }
-      }
+      const user = await app.identify(request)
+      if (user !== undefined) return { userId: user.id, sessionId: user.sessionId }
     } catch (err) {
       if (refreshToken === undefined) throw err
     }
@@ -44,7 +43,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { email, password, name } = request.body
-    const result = await app.accounts.register({ email, password, name }, device(request))
+    const result = await app.accounts.register({ email, password, name }, await device(request))
     reply.code(201)
     return result
   })
@@ -62,7 +61,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request) => {
     const { email, password, deviceName } = request.body
-    return await app.accounts.signIn({ email, password }, device(request, deviceName))
+    return await app.accounts.signIn({ email, password }, await device(request, deviceName))
   })
 
   app.post('/refresh', {
@@ -77,7 +76,10 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       body: RefreshBody,
       response: refreshResponses
     }
-  }, async (request) => ({ tokens: await app.sessions.rotate(app.refreshCookie.required(request, request.body.refreshToken), clientOf(request)) }))
+  }, async (request) => {
+    const token = app.refreshCookie.required(request, request.body.refreshToken)
+    return { tokens: await app.sessions.rotate(token, clientOf(request), await app.dpop.issuing(request)) }
+  })
 
   app.post('/logout', {
     // A logout by access token may come with no body at all.
@@ -89,7 +91,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
         '(in cookie transport, by the refresh cookie, which a logout of this session clears).',
       operationId: 'logout',
       headers: TransportHeaders,
-      security: [{ bearerAuth: [] }, {}],
+      security: [...accessTokenSecurity, {}],
       body: LogoutBody,
       response: logoutResponses
     }

@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import { EmailRef, LabelRef, PasswordRef, TokensRef, UserRef, authFailures, errors } from '../../openapi/components.js'
+import { DpopHeaders, EmailRef, LabelRef, PasswordRef, TokensRef, UserRef, authFailures, errors } from '../../openapi/components.js'
 
 const strict = { additionalProperties: false } as const
 // What Swagger UI fills in for "Try it out": values a person would type, not schema placeholders.
@@ -34,8 +34,9 @@ export const LogoutBody = Type.Object({
   }))
 }, example({ scope: 'global' }))
 
-/** SPEC §6.1: a browser app asks for its refresh token as an HttpOnly cookie. */
+/** SPEC §6.1: a browser app asks for its refresh token as an HttpOnly cookie; §8.1: the DPoP proof that binds the session. */
 export const TransportHeaders = Type.Object({
+  ...DpopHeaders.properties,
   'x-token-transport': Type.Optional(Type.Literal('cookie', {
     description: 'With REFRESH_COOKIE=on: the refresh token travels as the `__Host-latchkey-refresh` cookie, ' +
       'never in the body; refresh and logout read the cookie only when this header is sent (the CSRF defence).'
@@ -56,16 +57,16 @@ export const TokensOnly = Type.Object({ tokens: TokensRef }, { description: 'The
 
 export const registerResponses = {
   201: UserWithTokens,
-  ...errors({ 400: ['weak_password', 'validation_failed'], 409: ['email_taken', 'device_limit_reached'], 429: ['rate_limited'], 503: ['service_unavailable'] })
+  ...errors({ 400: ['weak_password', 'validation_failed', 'dpop_proof_invalid'], 409: ['email_taken', 'device_limit_reached'], 429: ['rate_limited'], 503: ['service_unavailable'] })
 }
 export const loginResponses = {
   200: UserWithTokens,
-  ...errors({ 400: ['validation_failed'], 401: ['invalid_credentials'], 409: ['device_limit_reached'], 429: ['rate_limited'], 503: ['service_unavailable'] })
+  ...errors({ 400: ['validation_failed', 'dpop_proof_invalid'], 401: ['invalid_credentials'], 409: ['device_limit_reached'], 429: ['rate_limited'], 503: ['service_unavailable'] })
 }
 export const refreshResponses = {
   200: TokensOnly,
   ...errors({
-    400: ['token_expired', 'token_invalid', 'token_revoked', 'refresh_reused', 'account_disabled', 'token_binding_mismatch', 'validation_failed'],
+    400: ['token_expired', 'token_invalid', 'token_revoked', 'refresh_reused', 'account_disabled', 'token_binding_mismatch', 'dpop_proof_invalid', 'validation_failed'],
     429: ['rate_limited'],
     503: ['service_unavailable']
   })

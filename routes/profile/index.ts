@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { LabelRef, UserRef, authFailures, errors } from '../../openapi/components.js'
+import { accessTokenSecurity, authFailures, DpopHeaders, errors, LabelRef, UserRef } from '../../openapi/components.js'
 import { AppError } from '../../plugins/infra/errors.js'
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
@@ -10,7 +10,8 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['profile'],
       summary: "The caller's profile",
       operationId: 'getProfile',
-      security: [{ bearerAuth: [] }],
+      headers: DpopHeaders,
+      security: accessTokenSecurity,
       response: { 200: UserRef, ...errors({ 401: authFailures, 429: ['rate_limited'], 503: ['service_unavailable'] }) }
     }
   }, async (request) => {
@@ -27,7 +28,8 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       summary: "Change the caller's name",
       description: 'For accounts whose email is verified; `null` clears the name.',
       operationId: 'updateProfile',
-      security: [{ bearerAuth: [] }],
+      headers: DpopHeaders,
+      security: accessTokenSecurity,
       body: Type.Object({
         name: Type.Union([LabelRef, Type.Null()])
       }, { additionalProperties: false, examples: [{ name: 'Ada Lovelace' }] }),

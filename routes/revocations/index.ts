@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { errors } from '../../openapi/components.js'
 import { AppError } from '../../plugins/infra/errors.js'
-import { bearerToken } from '../../plugins/app/sessions/authenticate.js'
+import { accessToken } from '../../plugins/app/sessions/authenticate.js'
 import type { RevocationEvent as Event } from '../../db/queries/revocations.js'
 import { FeedPage, FeedQuery, StreamHeaders } from './schemas.js'
 
@@ -24,7 +24,10 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
   app.addHook('onRequest', async (request) => {
     // The same answer as for any route that does not exist.
     if (expected === undefined) throw new AppError('not_found', { message: `Route ${request.method} ${request.url.split('?')[0]} not found.` })
-    const token = bearerToken(request)
+    const sent = accessToken(request)
+    // The feed token is a Bearer secret: a DPoP scheme here is no feed token.
+    const token = sent?.scheme === 'bearer' ? sent.token : undefined
+    if (sent !== undefined && token === undefined) throw new AppError('token_invalid', { message: 'The feed token is sent as "Bearer <token>".' })
     if (token === undefined) throw new AppError('token_missing', { message: 'The revocation feed needs its token (REVOCATION_FEED_TOKEN).' })
     // Digests of equal length, compared in constant time: the token's length is no oracle either.
     if (!timingSafeEqual(digest(token), expected)) throw new AppError('token_invalid', { message: 'The feed token is not the one configured.' })

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { authFailures, errors } from '../../openapi/components.js'
+import { accessTokenSecurity, authFailures, DpopHeaders, errors } from '../../openapi/components.js'
 import { clientOf } from '../../plugins/app/sessions/binding.js'
 
 const SessionView = Type.Object({
@@ -21,7 +21,8 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['sessions'],
       summary: "The caller's active sessions, the current one marked",
       operationId: 'listSessions',
-      security: [{ bearerAuth: [] }],
+      headers: DpopHeaders,
+      security: accessTokenSecurity,
       response: { 200: Type.Object({ sessions: Type.Array(SessionView) }, { description: 'The active sessions, newest first.' }), ...errors({ 401: authFailures, 429: ['rate_limited'], 503: ['service_unavailable'] }) }
     }
   }, async (request) => {
@@ -46,7 +47,8 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['sessions'],
       summary: 'Revoke one of the caller\'s sessions: its tokens die at once',
       operationId: 'revokeSession',
-      security: [{ bearerAuth: [] }],
+      headers: DpopHeaders,
+      security: accessTokenSecurity,
       params: Type.Object({ id: Type.String({ format: 'uuid' }) }),
       response: { 204: Type.Null({ description: 'Revoked.' }), ...errors({ 400: ['validation_failed'], 401: authFailures, 404: ['not_found'], 429: ['rate_limited'], 503: ['service_unavailable'] }) }
     }

@@ -17,6 +17,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** onRequest hook: a valid, unrevoked access token, or 401. */
     authenticate (request: FastifyRequest): Promise<void>
+    /** The caller by the access token in `Authorization` (Bearer, or DPoP with its proof), undefined when none was sent, or a 401 AppError. */
+    identify (request: FastifyRequest): Promise<RequestUser | undefined>
     /** Checks an access token and the current state behind it; the hook and logout share it. */
     principalOf (claims: AccessClaims): Promise<RequestUser>
     /** After authenticate: 403 `email_not_verified` until the email is confirmed. */
@@ -30,12 +32,13 @@ declare module 'fastify' {
   }
 }
 
-export function bearerToken (request: FastifyRequest): string | undefined {
+/** The access token in `Authorization` and the scheme it came with (case-insensitive), or undefined when none was sent. */
+export function accessToken (request: FastifyRequest): { scheme: 'bearer' | 'dpop', token: string } | undefined {
   const header = request.headers.authorization
   if (header === undefined) return undefined
-  const match = /^bearer +([^ ]+) *$/i.exec(header)
-  if (!match) throw new AppError('token_invalid', { message: 'The Authorization header must be "Bearer <token>".' })
-  return match[1]
+  const match = /^(bearer|dpop) +([^ ]+) *$/i.exec(header)
+  if (!match) throw new AppError('token_invalid', { message: 'The Authorization header must be "Bearer <token>" or "DPoP <token>".' })
+  return { scheme: match[1].toLowerCase() as 'bearer' | 'dpop', token: match[2] }
 }
 
 export default fp(async (app) => {
@@ -55,12 +58,36 @@ export default fp(async (app) => {
     return { id: claims.sub, sessionId: claims.sid, role, emailVerified, tokenVersion: user.tokenVersion }
   })
 
-  app.decorate('authenticate', async (request: FastifyRequest) => {
-    const token = bearerToken(request)
-    if (token === undefined) throw new AppError('token_missing')
-    const claims = app.tokens.verify(token, 'access')
+  /**
+   * SPEC §8.1: a DPoP-bound token only as `DPoP <token>` with a proof of this
+   * request by its key; as Bearer it is a stolen token's use (401
+   * `token_binding_mismatch`), whatever DPOP says now.
+   */
+  async function confirm (request: FastifyRequest, sent: { scheme: 'bearer' | 'dpop', token: string }, claims: AccessClaims): Promise<void> {
+    const jkt = claims.cnf?.jkt
+    if (sent.scheme === 'bearer') {
+      if (jkt === undefined) return
+      app.log.warn({ userId: claims.sub, sessionId: claims.sid }, 'DPoP-bound token presented as a Bearer token')
+      throw new AppError('token_binding_mismatch', { message: 'This token is bound to a DPoP key: send it as "DPoP <token>" with a proof.' })
+    }
+    if (app.dpop.mode === 'off') throw new AppError('token_invalid', { message: 'DPoP is not accepted here; send the token as "Bearer <token>".' })
+    if (jkt === undefined) throw new AppError('token_invalid', { message: 'This token is not bound to a DPoP key; send it as "Bearer <token>".' })
+    await app.dpop.enforce(request, sent.token, jkt)
+  }
+
+  app.decorate('identify', async (request: FastifyRequest) => {
+    const sent = accessToken(request)
+    if (sent === undefined) return undefined
+    const claims = app.tokens.verify(sent.token, 'access')
+    await confirm(request, sent, claims)
     const user = await app.principalOf(claims)
     await app.binding.enforce('access', claims, clientOf(request))
+    return user
+  })
+
+  app.decorate('authenticate', async (request: FastifyRequest) => {
+    const user = await app.identify(request)
+    if (user === undefined) throw new AppError('token_missing')
     request.user = user
   })
 
@@ -71,4 +98,4 @@ export default fp(async (app) => {
   app.decorate('requireRole', (role: User['role']) => async (request: FastifyRequest) => {
     if (request.user?.role !== role) throw new AppError('forbidden')
   })
-}, { name: 'authenticate', dependencies: ['config', 'tokens', 'auth-state', 'binding'] })
+}, { name: 'authenticate', dependencies: ['config', 'tokens', 'auth-state', 'binding', 'dpop'] })

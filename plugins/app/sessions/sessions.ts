@@ -4,7 +4,7 @@ import type { Transaction } from 'kysely'
 import type { Database, RefreshTokenRow, Session, User } from '../../../db/schema.js'
 import { bumpTokenVersion, findUserById, lockUser } from '../../../db/queries/users.js'
 import {
-  findSession, insertSession, listActiveSessions, lockOpenSessions, lockSession, revokeSessions, touchSession, type Liveness
+  bindSessionKey, findSession, insertSession, listActiveSessions, lockOpenSessions, lockSession, revokeSessions, touchSession, type Liveness
 } from '../../../db/queries/sessions.js'
 import { findRefreshToken, markRotated, revokeSessionRefreshTokens } from '../../../db/queries/refresh-tokens.js'
 import { AppError, type ErrorCode } from '../../infra/errors.js'
@@ -17,6 +17,8 @@ export type LogoutScope = 'global' | 'local' | 'others'
 
 export interface DeviceInfo extends Client {
   deviceName?: string
+  /** The thumbprint of the DPoP key the new session is bound to (SPEC §8.1). */
+  dpopJkt?: string
 }
 
 export const principal = (user: User): Principal => ({
@@ -77,7 +79,7 @@ function createSessions (app: FastifyInstance) {
 
   /** What the tokens of a session issued to this client carry: its end, and their binding. */
   const tokenSession = (session: Session, client: Client): TokenSession =>
-    ({ id: session.id, endsAt: Math.floor(maxEnd(session) / 1000), bnd: binding.of(client) })
+    ({ id: session.id, endsAt: Math.floor(maxEnd(session) / 1000), bnd: binding.of(client), ...(session.dpop_jkt !== null && { jkt: session.dpop_jkt }) })
 
   /**
    * DEVICE_LIMIT under `evict_oldest`: these sessions end to make room, each
@@ -125,7 +127,8 @@ function createSessions (app: FastifyInstance) {
       ip: device.ip,
       userAgent: device.userAgent?.slice(0, 512) ?? null,
       createdAt: new Date(now),
-      expiresAt: new Date(now + Math.min(config.REFRESH_TOKEN_TTL, config.SESSION_MAX_LIFETIME) * 1000)
+      expiresAt: new Date(now + Math.min(config.REFRESH_TOKEN_TTL, config.SESSION_MAX_LIFETIME) * 1000),
+      dpopJkt: device.dpopJkt ?? null
     })
     const issued = await tokens.issue(trx, principal(user), tokenSession(session, device))
     return { session, tokens: issued.tokens }
@@ -137,7 +140,7 @@ function createSessions (app: FastifyInstance) {
    * so a stale token and the current one presented together are decided one
    * after the other and the theft always sees (and revokes) any successor.
    */
-  async function rotate (token: string, client: Client): Promise<Tokens> {
+  async function rotate (token: string, client: Client, dpopJkt?: string): Promise<Tokens> {
     let claims: RefreshClaims
     try {
       claims = tokens.verify(token, 'refresh')
@@ -152,9 +155,13 @@ function createSessions (app: FastifyInstance) {
       const [row, user] = await Promise.all([findRefreshToken(trx, claims.jti), findUserById(trx, claims.sub)])
       const problem = refreshProblem(claims, row, user, session, ended(session))
       if (problem !== null || !row || !user || !session) return { problem: problem ?? 'token_invalid' }
+      // SPEC §8.1: a bound session refreshes only with a proof by its key (a
+      // thief without it cannot even end the session); a proof binds an unbound one.
+      if (session.dpop_jkt !== null && session.dpop_jkt !== dpopJkt) return { problem: 'dpop_proof_invalid' }
+      if (session.dpop_jkt === null && dpopJkt !== undefined) await bindSessionKey(trx, session.id, dpopJkt)
       const who = principal(user)
       // The new access token is bound to where this refresh comes from (a phone on a new network).
-      const issuing = tokenSession(session, client)
+      const issuing = tokenSession({ ...session, dpop_jkt: session.dpop_jkt ?? dpopJkt ?? null }, client)
 
       if (!config.ROTATE_REFRESH_TOKENS) {
         await touchSession(trx, claims.sid)

@@ -24,7 +24,9 @@ const Common = {
   nbf: Type.Optional(Seconds),
   ver: Type.Integer({ minimum: 0 }),
   // A keyed hash of the client the token is bound to (SPEC §8), when binding is on.
-  bnd: Type.Optional(Type.String({ maxLength: 64 }))
+  bnd: Type.Optional(Type.String({ maxLength: 64 })),
+  // The RFC 7638 thumbprint of the DPoP key the session is bound to (RFC 9449 §6, SPEC §8.1).
+  cnf: Type.Optional(Type.Object({ jkt: Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }) }))
 }
 
 export const AccessClaimsSchema = Type.Object({
@@ -54,11 +56,12 @@ export interface Principal {
   tokenVersion: number
 }
 
-/** The session a pair is issued for: no token outlives `endsAt` (seconds), and each kind carries its `bnd`, if any. */
+/** The session a pair is issued for: no token outlives `endsAt` (seconds), each kind carries its `bnd`, if any, and both its DPoP key's `jkt`. */
 export interface TokenSession {
   id: string
   endsAt: number
   bnd: Partial<Record<TokenKind, string>>
+  jkt?: string
 }
 
 export interface RefreshRecord {
@@ -198,6 +201,8 @@ function createTokens (app: FastifyInstance) {
     }
   }
 
+  const confirmation = (session: TokenSession) => session.jkt === undefined ? {} : { cnf: { jkt: session.jkt } }
+
   // No access token outlives its session's maximum lifetime (SPEC §8).
   const accessExp = (session: TokenSession, iat: number) => Math.min(iat + config.ACCESS_TOKEN_TTL, session.endsAt)
 
@@ -211,23 +216,25 @@ function createTokens (app: FastifyInstance) {
       ver: user.tokenVersion,
       role: user.role,
       email_verified: user.emailVerified,
-      ...(session.bnd.access !== undefined && { bnd: session.bnd.access })
+      ...(session.bnd.access !== undefined && { bnd: session.bnd.access }),
+      ...confirmation(session)
     })
   }
 
-  function refreshFor (user: Principal, record: RefreshRecord, bnd: string | undefined): string {
-    return sign('refresh', { sub: user.id, sid: record.sessionId, jti: record.jti, iat: record.iat, exp: record.exp, ver: user.tokenVersion, ...(bnd !== undefined && { bnd }) })
+  function refreshFor (user: Principal, record: RefreshRecord, session: TokenSession): string {
+    const bnd = session.bnd.refresh
+    return sign('refresh', { sub: user.id, sid: record.sessionId, jti: record.jti, iat: record.iat, exp: record.exp, ver: user.tokenVersion, ...(bnd !== undefined && { bnd }), ...confirmation(session) })
   }
 
   function pair (user: Principal, session: TokenSession, refresh?: RefreshRecord): Tokens {
     const iat = now()
     const tokens: Tokens = {
       accessToken: accessFor(user, session, iat),
-      tokenType: 'Bearer',
+      tokenType: session.jkt === undefined ? 'Bearer' : 'DPoP',
       expiresIn: accessExp(session, iat) - iat
     }
     if (refresh) {
-      tokens.refreshToken = refreshFor(user, refresh, session.bnd.refresh)
+      tokens.refreshToken = refreshFor(user, refresh, session)
       tokens.refreshExpiresIn = refresh.exp - now()
     }
     return tokens

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { perIp } from '../../../plugins/infra/rate-limit.js'
 import { TransportHeaders } from '../schemas.js'
+import { accessTokenSecurity } from '../../../openapi/components.js'
 import { clientOf } from '../../../plugins/app/sessions/binding.js'
 import { ChangeBody, ForgotBody, ResetBody, changeResponses, forgotResponses, resetResponses } from './schemas.js'
 
@@ -52,7 +53,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
         "Every earlier token of the account dies, the caller's too: use the pair in the reply.",
       operationId: 'changePassword',
       headers: TransportHeaders,
-      security: [{ bearerAuth: [] }],
+      security: accessTokenSecurity,
       body: ChangeBody,
       response: changeResponses
     }

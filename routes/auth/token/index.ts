@@ -12,7 +12,10 @@ const Verified = Type.Object({
   sub: Type.String({ format: 'uuid' }),
   sid: Type.String({ format: 'uuid' }),
   exp: Type.Integer({ description: 'Expiry, in seconds since the epoch.' }),
-  bound: Type.Boolean({ description: 'Bound to a device and/or IP (TOKEN_BINDING); reported, not enforced here.' })
+  bound: Type.Boolean({ description: 'Bound to a device and/or IP (TOKEN_BINDING); reported, not enforced here.' }),
+  cnf: Type.Optional(Type.Object({
+    jkt: Type.String({ description: 'The RFC 7638 thumbprint of the DPoP key.' })
+  }, { description: 'For a DPoP-bound token (SPEC §8.1): the key it is bound to; reported, not enforced here.' }))
 }, { description: 'The token is valid and not revoked.' })
 
 const route: FastifyPluginAsyncTypebox = async (app) => {
@@ -32,7 +35,15 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       ? await app.sessions.check(token)
       : app.tokens.verify(token, 'access')
     if (claims.typ === 'access') await app.principalOf(claims)
-    return { valid: true as const, type: claims.typ, sub: claims.sub, sid: claims.sid, exp: claims.exp, bound: claims.bnd !== undefined }
+    return {
+      valid: true as const,
+      type: claims.typ,
+      sub: claims.sub,
+      sid: claims.sid,
+      exp: claims.exp,
+      bound: claims.bnd !== undefined,
+      ...(claims.cnf !== undefined && { cnf: { jkt: claims.cnf.jkt } })
+    }
   })
 }
 

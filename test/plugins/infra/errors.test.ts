@@ -33,7 +33,7 @@ function errorShape (t: Test, body: Record<string, unknown>, statusCode: number,
 t.test('the closed list of codes is the one SPEC §12 documents', async t => {
   t.same(Object.keys(errorCodes).sort(), [
     'validation_failed', 'invalid_credentials', 'email_taken', 'weak_password', 'token_missing',
-    'token_invalid', 'token_expired', 'token_revoked', 'token_binding_mismatch', 'refresh_reused',
+    'token_invalid', 'token_expired', 'token_revoked', 'token_binding_mismatch', 'dpop_proof_invalid', 'refresh_reused',
     'otp_invalid', 'email_not_verified', 'forbidden', 'not_found', 'device_limit_reached',
     'account_disabled', 'rate_limited', 'payload_too_large', 'unsupported_media_type',
     'request_timeout', 'uri_too_long', 'headers_too_large', 'service_unavailable', 'internal_error'
