@@ -11,6 +11,11 @@ import autocannon from 'autocannon'
 import { hash, verify } from '@node-rs/argon2'
 import { buildApp } from '../app.js'
 
+if (process.argv[2] === 'fanout') {
+  await import('./fanout.js')
+  process.exit(0)
+}
+
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 10)
 const password = 'benchmark password 1234'
