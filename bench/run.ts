@@ -13,6 +13,11 @@ import { performance } from 'node:perf_hooks'
 import autocannon from 'autocannon'
 import { buildApp } from '../app.js'
 
+if (process.argv[2] === 'fanout') {
+  await import('./fanout.js')
+  process.exit(0)
+}
+
 const seconds = Number(process.env.BENCH_SECONDS ?? 3)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 10)
 const json = process.argv.includes('--json')

@@ -1,13 +1,20 @@
 import { randomUUID } from 'node:crypto'
+import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { buildApp } from '../app.js'
-import { authed, build, freePort, login, realBackends, refresh, register, startRedis, testEnv, type App, type Tokens } from './helper.js'
+import { authed, build, freePort, login, realBackends, refresh, register, startRedis, tcpProxy, testEnv, type App, type Tokens } from './helper.js'
+import { stateChannel } from '../plugins/app/sessions/auth-state.js'
 
 // Scale-out and Redis faults need a real PostgreSQL and Redis (.ci/run's second pass).
 const skip = realBackends && process.env.REDIS_URL ? false : 'needs DATABASE_URL and REDIS_URL'
 
 const profile = (app: App, tokens: Tokens) => authed(app, tokens.accessToken, { url: '/profile' })
+
+/** Resolves once the app has heard, through PostgreSQL's notifications, a change naming `id`. */
+const heard = (app: App, id: string) => new Promise<void>(resolve => {
+  app.notifications.on(stateChannel, payload => { if (payload.includes(id)) resolve() })
+})
 
 t.test('two instances on one PostgreSQL and one Redis behave as one service', { skip }, async t => {
   const shared = { CACHE_PREFIX: `latchkey-test-${randomUUID()}:` }
@@ -81,6 +88,50 @@ t.test('two instances on one PostgreSQL and one Redis behave as one service', { 
     const tab = await refresh(b, account.tokens.refreshToken)
     t.equal(tab.statusCode, 200, 'a second tab on the other instance, within the interval')
     t.equal(tab.json().tokens.refreshToken, next.json().tokens.refreshToken, 'gets the same successor')
+  })
+})
+
+t.test('the second fan-out path: PostgreSQL notifications reach an instance that lost Redis', { skip }, async t => {
+  const shared = { CACHE_PREFIX: `latchkey-test-${randomUUID()}:` }
+  const redis = await tcpProxy(t, process.env.REDIS_URL as string)
+  const a = await build(t, shared)
+  const b = await build(t, { ...shared, REDIS_URL: `redis://127.0.0.1:${redis.port}` })
+
+  t.test('b with its Redis cut still refuses a token logged out on a, once the notification arrived', async t => {
+    const account = await register(a)
+    t.equal((await profile(b, account.tokens)).statusCode, 200, 'b has the state cached')
+    const lost = once(b.redis, 'close')
+    await redis.close()
+    await lost
+    t.equal(b.cache.healthy, false, 'b has lost Redis')
+    t.equal(b.notifications.healthy, true, 'and still listens to PostgreSQL, so its in-process copies stay trusted')
+    t.equal((await profile(b, account.tokens)).statusCode, 200, 'b answers from its in-process copy')
+    const arrived = heard(b, account.id)
+    t.equal((await authed(a, account.tokens.accessToken, { method: 'POST', url: '/auth/logout' })).statusCode, 204)
+    await arrived
+    const res = await profile(b, account.tokens)
+    t.equal(res.statusCode, 401)
+    t.equal(res.json().code, 'token_revoked')
+    await redis.open()
+  })
+
+  t.test('with both paths up, the duplicate changes nothing', async t => {
+    const account = await register(a)
+    const phone = await login(a, account.email, 'phone')
+    t.equal((await profile(b, account.tokens)).statusCode, 200)
+    t.equal((await profile(b, phone)).statusCode, 200)
+    const sid = JSON.parse(Buffer.from(account.tokens.accessToken.split('.')[1], 'base64url').toString()).sid
+    const arrived = heard(b, sid)
+    t.equal((await authed(a, account.tokens.accessToken, { method: 'POST', url: '/auth/logout', payload: { scope: 'local' } })).statusCode, 204)
+    await arrived
+    t.equal((await profile(b, account.tokens)).statusCode, 401, 'the ended session is refused on b')
+    t.equal((await profile(b, phone)).statusCode, 200, 'the other one works, cached again')
+    // The same announcement once more, as a late duplicate from either path.
+    const again = heard(b, account.id)
+    await b.authState.invalidate({ users: [account.id] })
+    await again
+    t.equal((await profile(b, account.tokens)).statusCode, 401, 'still refused')
+    t.equal((await profile(b, phone)).statusCode, 200, 'still accepted')
   })
 })
 
