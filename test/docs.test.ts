@@ -101,7 +101,8 @@ t.test('Swagger UI at /docs in a real browser', { skip }, async t => {
     await scheme.getByRole('textbox', { name: 'auth-bearer-value' }).fill(account.tokens.accessToken)
     await scheme.getByRole('button', { name: 'Apply credentials' }).click()
     await scheme.getByRole('button', { name: 'Remove authorization' }).waitFor()
-    await dialog.getByRole('button', { name: 'Close' }).click()
+    // Each scheme (bearerAuth, DPoP, feedToken) has its own Close; any one closes the dialog.
+    await dialog.getByRole('button', { name: 'Close' }).first().click()
     await dialog.waitFor({ state: 'detached' })
     t.ok(await page.locator('.auth-wrapper button.authorize.locked').isVisible(), 'the Authorize button shows a closed lock')
 

@@ -806,6 +806,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "disabled": true
+                 *     }
+                 */
                 "application/json": {
                     role?: "user" | "admin";
                     disabled?: boolean;

@@ -41,7 +41,7 @@ const route: FastifyPluginAsyncTypebox = async (app) => {
       body: Type.Object({
         role: Type.Optional(Type.Union([Type.Literal('user'), Type.Literal('admin')])),
         disabled: Type.Optional(Type.Boolean())
-      }, { additionalProperties: false, minProperties: 1, examples: [{ disabled: true }, { role: 'admin' }] }),
+      }, { additionalProperties: false, minProperties: 1, examples: [{ disabled: true }] }),
       response: {
         200: AdminUserRef,
         ...errors({ 400: ['validation_failed'], 401: authFailures, 403: ['forbidden'], 404: ['not_found'], 429: ['rate_limited'], 503: ['service_unavailable'] })
