@@ -70,7 +70,7 @@ async function argon2Rate (kind: 'hash' | 'verify', inFlight: number, seconds: n
   return done / seconds
 }
 
-type Message = { type: 'rss' } | { type: 'codes' } | { type: 'statements' } | { type: 'argon2', kind: 'hash' | 'verify', inFlight: number, seconds: number } | { type: 'stop' }
+type Message = { type: 'rss' } | { type: 'healthy' } | { type: 'codes' } | { type: 'statements' } | { type: 'argon2', kind: 'hash' | 'verify', inFlight: number, seconds: number } | { type: 'stop' }
 
 process.on('message', async (message: Message) => {
   switch (message.type) {
@@ -79,6 +79,8 @@ process.on('message', async (message: Message) => {
       process.send?.({ idleRss, peakRss })
       peakRss = process.memoryUsage().rss
       break
+    // Whether the cache backend is reachable (the fan-out bench waits for its cut).
+    case 'healthy': process.send?.(app.cache.healthy); break
     case 'codes': process.send?.(codes.splice(0)); break
     case 'statements': process.send?.(statements); break
     case 'argon2': process.send?.(await argon2Rate(message.kind, message.inFlight, message.seconds)); break

@@ -121,8 +121,9 @@ function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace:
     const value = await load(id)
     if (value !== null && still()) {
       remember(id, value)
-      // Written back only if no invalidation bumped the key's version since it was read.
-      if (shared) await cache.setIfVersion(keyOf(id), JSON.stringify(value), ttl, version)
+      // Written back only if no invalidation bumped the key's version since it
+      // was read; the reply does not wait for it (a failure only costs a later miss).
+      if (shared) cache.setIfVersion(keyOf(id), JSON.stringify(value), ttl, version).catch(() => {})
     }
     return value
   }
@@ -151,17 +152,27 @@ function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace:
         if (--inFlight.loads === 0) loading.delete(id)
       }
     },
+    // Forgotten at once, and again once the shared tier has dropped its copy:
+    // a read in between may have copied the stale shared one in afresh.
     async invalidate (ids) {
       if (ids.length === 0) return
-      forget(ids.join(' '))
-      if (shared) await cache.invalidate(...ids.map(keyOf))
-      await cache.publish(channel, ids.join(' '))
+      const message = ids.join(' ')
+      forget(message)
+      if (shared) {
+        await cache.invalidate(...ids.map(keyOf))
+        forget(message)
+      }
+      await cache.publish(channel, message)
     },
     async heard (ids) {
       if (ids.length === 0) return
-      forget(ids.join(' '))
-      // The instance that made the change may have failed to reach the shared tier.
-      if (shared) await cache.invalidate(...ids.map(keyOf))
+      const message = ids.join(' ')
+      forget(message)
+      // The instance that made the change may not have reached the shared tier yet, or at all.
+      if (shared) {
+        await cache.invalidate(...ids.map(keyOf))
+        forget(message)
+      }
     },
     reset () { forget(everything) }
   }
