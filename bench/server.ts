@@ -4,8 +4,6 @@
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { performance } from 'node:perf_hooks'
-import { hash, verify } from '@node-rs/argon2'
 import pg from 'pg'
 import { buildApp } from '../app.js'
 
@@ -55,22 +53,7 @@ const idleRss = process.memoryUsage().rss
 let peakRss = idleRss
 const sampler = setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage().rss) }, 50)
 
-// Raw argon2id, in this process (the same thread pool), with as many in flight as the load keeps.
-async function argon2Rate (kind: 'hash' | 'verify', inFlight: number, seconds: number): Promise<number> {
-  const password = 'benchmark password 1234'
-  const stored = await hash(password, { algorithm: 2 })
-  let done = 0
-  const end = performance.now() + seconds * 1000
-  await Promise.all(Array.from({ length: inFlight }, async () => {
-    while (performance.now() < end) {
-      await (kind === 'hash' ? hash(password, { algorithm: 2 }) : verify(stored, password))
-      done++
-    }
-  }))
-  return done / seconds
-}
-
-type Message = { type: 'rss' } | { type: 'healthy' } | { type: 'codes' } | { type: 'statements' } | { type: 'argon2', kind: 'hash' | 'verify', inFlight: number, seconds: number } | { type: 'stop' }
+type Message = { type: 'rss' } | { type: 'healthy' } | { type: 'codes' } | { type: 'statements' } | { type: 'stop' }
 
 process.on('message', async (message: Message) => {
   switch (message.type) {
@@ -83,7 +66,6 @@ process.on('message', async (message: Message) => {
     case 'healthy': process.send?.(app.cache.healthy); break
     case 'codes': process.send?.(codes.splice(0)); break
     case 'statements': process.send?.(statements); break
-    case 'argon2': process.send?.(await argon2Rate(message.kind, message.inFlight, message.seconds)); break
     case 'stop':
       clearInterval(sampler)
       await app.close()

@@ -15,6 +15,7 @@ import tap from 'tap'
 import { buildApp, type LogStream } from '../app.js'
 import type { Database } from '../db/schema.js'
 import { migrateToLatest } from '../db/migrate.js'
+import { embeddedStartParams } from '../plugins/infra/db.js'
 
 type Test = { teardown (fn: () => unknown): void }
 export type Env = Record<string, string | undefined>
@@ -43,10 +44,10 @@ async function openSharedPglite (): Promise<PGlite> {
   const templateFile = templatePath()
   let pglite: PGlite
   try {
-    pglite = new PGlite({ loadDataDir: new Blob([readFileSync(templateFile)]) })
+    pglite = new PGlite({ loadDataDir: new Blob([readFileSync(templateFile)]), startParams: embeddedStartParams(PGlite) })
     await pglite.waitReady
   } catch {
-    pglite = new PGlite()
+    pglite = new PGlite({ startParams: embeddedStartParams(PGlite) })
     await migrateToLatest(new Kysely({ dialect: new PGliteDialect({ pglite }) }))
     const dump = await pglite.dumpDataDir('gzip')
     mkdirSync(cacheDir, { recursive: true })

@@ -1,6 +1,8 @@
-import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
+import { execFile } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
 import { Kysely, PGliteDialect, PostgresDialect, type Transaction } from 'kysely'
@@ -50,6 +52,24 @@ export const poolOf = (db: Kysely<Database>): pg.Pool | undefined => pools.get(d
 const embedded = new WeakMap<Kysely<Database>, Promise<PGlite>>()
 export const embeddedOf = (db: Kysely<Database>): Promise<PGlite> | undefined => embedded.get(db)
 
+/**
+ * PGlite's start parameters with 16 MB of shared buffers instead of 128: the
+ * kernel caches the files beneath them anyway, and 112 MB less resident
+ * memory is what lets the embedded server fit a small box (SPEC §16).
+ */
+export const embeddedStartParams = (pglite: typeof PGlite): string[] =>
+  [...pglite.defaultStartParams, '-c', 'shared_buffers=16MB']
+
+/**
+ * A new data directory's initdb, in a process of its own: it peaks at some
+ * 750 MB, which a long-lived process would keep resident for the rest of its
+ * life (WebAssembly memory never shrinks).
+ */
+async function initdb (dataDir: string): Promise<void> {
+  const script = 'const { PGlite } = await import(process.argv[1]); await (await PGlite.create(process.argv[2])).close()'
+  await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script, import.meta.resolve('@electric-sql/pglite'), dataDir])
+}
+
 export function createDatabase (config: Config, pglite?: PGlite): Kysely<Database> {
   if (config.DATABASE_URL) {
     const pool = new pg.Pool({
@@ -83,7 +103,9 @@ export function createDatabase (config: Config, pglite?: PGlite): Kysely<Databas
     dialect: new PGliteDialect({
       // Loaded only when used: a server on PostgreSQL never holds PGlite's WebAssembly in memory.
       pglite: async () => {
-        const own = new (await import('@electric-sql/pglite')).PGlite(dataDir)
+        if (!existsSync(join(dataDir, 'PG_VERSION'))) await initdb(dataDir)
+        const { PGlite } = await import('@electric-sql/pglite')
+        const own = new PGlite(dataDir, { startParams: embeddedStartParams(PGlite) })
         opened(own)
         return own
       }
