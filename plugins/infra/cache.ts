@@ -105,6 +105,18 @@ function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace:
     cache.publish(channel, everything).catch(err => log?.warn({ err }, 'reset broadcast failed'))
   })
 
+  // Forgotten at once, and again once the shared tier has dropped its copy:
+  // a read in between may have copied the stale shared one in afresh.
+  async function drop (ids: string[]): Promise<void> {
+    if (ids.length === 0) return
+    const message = ids.join(' ')
+    forget(message)
+    if (shared) {
+      await cache.invalidate(...ids.map(keyOf))
+      forget(message)
+    }
+  }
+
   async function read (id: string, still: () => boolean): Promise<T | null> {
     let version = ''
     if (shared) {
@@ -152,28 +164,13 @@ function tiered<T> (cache: Cache, log: FastifyBaseLogger | undefined, namespace:
         if (--inFlight.loads === 0) loading.delete(id)
       }
     },
-    // Forgotten at once, and again once the shared tier has dropped its copy:
-    // a read in between may have copied the stale shared one in afresh.
     async invalidate (ids) {
       if (ids.length === 0) return
-      const message = ids.join(' ')
-      forget(message)
-      if (shared) {
-        await cache.invalidate(...ids.map(keyOf))
-        forget(message)
-      }
-      await cache.publish(channel, message)
+      await drop(ids)
+      await cache.publish(channel, ids.join(' '))
     },
-    async heard (ids) {
-      if (ids.length === 0) return
-      const message = ids.join(' ')
-      forget(message)
-      // The instance that made the change may not have reached the shared tier yet, or at all.
-      if (shared) {
-        await cache.invalidate(...ids.map(keyOf))
-        forget(message)
-      }
-    },
+    // The instance that made the change may not have reached the shared tier yet, or at all.
+    heard: drop,
     reset () { forget(everything) }
   }
 }
