@@ -1,5 +1,7 @@
-import type { Kysely, Transaction } from 'kysely'
-import type { Database, Session } from '../schema.js'
+import { sql, type Kysely, type Transaction } from 'kysely'
+import type { Database, Session, User } from '../schema.js'
+import type { NewRefreshToken } from './refresh-tokens.js'
+import type { NewAuditEvent } from './audit-events.js'
 
 export interface NewSession {
   userId: string
@@ -23,6 +25,57 @@ export function insertSession (db: Kysely<Database>, session: NewSession): Promi
     expires_at: session.expiresAt,
     dpop_jkt: session.dpopJkt
   }).returningAll().executeTakeFirstOrThrow()
+}
+
+/** A login's session, whose id is chosen before its tokens are signed. */
+export interface LoginSession extends NewSession {
+  id: string
+}
+
+/**
+ * A login after its password check, in one statement (one round trip, its own
+ * transaction): the user's row is taken by the update of `last_login_at`, and
+ * only while it is still the row the password was checked against — the same
+ * hash, version, role and verification, and not disabled (a concurrent
+ * password reset holding the row is waited for and then seen). The session,
+ * its first refresh token and the login's event are written with it, all or
+ * none. Undefined when the row no longer matches: nothing was written.
+ */
+export async function openLoginSession (
+  db: Kysely<Database>,
+  checked: Pick<User, 'id' | 'password_hash' | 'token_version' | 'role' | 'email_verified_at'>,
+  session: LoginSession,
+  refresh: Omit<NewRefreshToken, 'sessionId' | 'userId' | 'parentJti'>,
+  event: Omit<NewAuditEvent, 'userId' | 'sessionId'>
+): Promise<Session | undefined> {
+  // INSERT … SELECT gives its parameters no column types: each is cast.
+  const { rows } = await sql<Session>`
+    with taken as (
+      update users set last_login_at = ${session.createdAt}::timestamptz
+      where id = ${checked.id}::uuid
+        and password_hash = ${checked.password_hash}
+        and token_version = ${checked.token_version}::integer
+        and role = ${checked.role}
+        and (email_verified_at is not null) = ${checked.email_verified_at !== null}::boolean
+        and disabled_at is null
+      returning id
+    ), opened as (
+      insert into sessions (id, user_id, device_name, ip, user_agent, created_at, last_seen_at, expires_at, dpop_jkt)
+      select ${session.id}::uuid, taken.id, ${session.deviceName}::text, ${session.ip}::text, ${session.userAgent}::text,
+        ${session.createdAt}::timestamptz, ${session.createdAt}::timestamptz, ${session.expiresAt}::timestamptz, ${session.dpopJkt}::text
+      from taken
+      returning *
+    ), token as (
+      insert into refresh_tokens (jti, session_id, user_id, issued_at, expires_at)
+      select ${refresh.jti}::uuid, opened.id, opened.user_id, ${new Date(refresh.iat * 1000)}::timestamptz, ${new Date(refresh.exp * 1000)}::timestamptz
+      from opened
+    ), event as (
+      insert into audit_events (type, user_id, session_id, ip, user_agent, detail)
+      select ${event.type}, opened.user_id, opened.id, ${event.ip}::text, ${event.userAgent}::text, ${JSON.stringify(event.detail)}::jsonb
+      from opened
+    )
+    select * from opened`.execute(db)
+  return rows[0]
 }
 
 export function findSession (db: Kysely<Database>, id: string): Promise<Session | undefined> {

@@ -84,6 +84,9 @@ function createAccounts (app: FastifyInstance) {
       await failed(!found ? 'unknown_email' : !ok ? 'wrong_password' : 'disabled')
       throw new AppError('invalid_credentials')
     }
+    // The common login: one statement, if the row is still the one just checked.
+    const opened = await sessions.openAtLogin(found, device)
+    if (opened) return { user: userView(found), tokens: opened.tokens }
     type Outcome = { failed: 'disabled' | 'wrong_password' } | { refused: 'device_limit_reached' } | { user: User, tokens: Tokens }
     const outcome = await transaction(async (trx, afterCommit): Promise<Outcome> => {
       // Under the user's row, which a password reset or change holds while it

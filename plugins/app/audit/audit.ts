@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { Kysely } from 'kysely'
 import type { AuditEventRow, Database } from '../../../db/schema.js'
-import { insertAuditEvent, listAuditEvents } from '../../../db/queries/audit-events.js'
+import { insertAuditEvent, listAuditEvents, type NewAuditEvent } from '../../../db/queries/audit-events.js'
 import { cursors, pageOf, type Page } from '../../../db/queries/page.js'
 import { AppError } from '../../infra/errors.js'
 import type { Client } from '../sessions/binding.js'
@@ -45,6 +45,18 @@ const ownerDetail = (row: AuditEventRow) => {
   return rest
 }
 
+/** The row an event is stored as; a statement that writes its change and its event at once (a login) takes it from here. */
+export function eventRow (event: AuditEvent): NewAuditEvent {
+  return {
+    type: event.type,
+    userId: event.userId ?? null,
+    sessionId: event.sessionId ?? null,
+    ip: event.client?.ip ?? null,
+    userAgent: event.client?.userAgent?.slice(0, 512) ?? null,
+    detail: event.detail ?? {}
+  }
+}
+
 function createAudit (app: FastifyInstance) {
   const { db } = app
   const pages = cursors(app.keys.derive('page-cursor'))
@@ -55,14 +67,7 @@ function createAudit (app: FastifyInstance) {
    * nothing (a failed login, a binding mismatch).
    */
   async function record (trx: Kysely<Database>, event: AuditEvent): Promise<void> {
-    await insertAuditEvent(trx, {
-      type: event.type,
-      userId: event.userId ?? null,
-      sessionId: event.sessionId ?? null,
-      ip: event.client?.ip ?? null,
-      userAgent: event.client?.userAgent?.slice(0, 512) ?? null,
-      detail: event.detail ?? {}
-    })
+    await insertAuditEvent(trx, eventRow(event))
   }
 
   /** Newest first, a page at a time; `owner` hides what only admins may see. */

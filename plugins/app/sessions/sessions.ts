@@ -1,16 +1,19 @@
+import { randomUUID } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import type { Transaction } from 'kysely'
 import type { Database, RefreshTokenRow, Session, User } from '../../../db/schema.js'
 import { bumpTokenVersion, findUserById, lockUser } from '../../../db/queries/users.js'
 import {
-  bindSessionKey, findSession, insertSession, listActiveSessions, lockOpenSessions, lockSession, revokeSessions, touchSession, type Liveness
+  bindSessionKey, findSession, insertSession, listActiveSessions, lockOpenSessions, lockSession, openLoginSession, revokeSessions, touchSession,
+  type Liveness, type NewSession
 } from '../../../db/queries/sessions.js'
 import { findRefreshToken, markRotated, revokeSessionRefreshTokens } from '../../../db/queries/refresh-tokens.js'
 import { AppError, type ErrorCode } from '../../infra/errors.js'
 import type { AfterCommit } from '../../infra/db.js'
 import type { Principal, RefreshClaims, TokenSession } from '../tokens/tokens.js'
 import type { Client } from './binding.js'
+import { eventRow } from '../audit/audit.js'
 import type { Tokens } from '../../../openapi/components.js'
 
 export type LogoutScope = 'global' | 'local' | 'others'
@@ -58,7 +61,7 @@ function createSessions (app: FastifyInstance) {
   const { config, db, tokens, revocations, transaction, binding, audit } = app
 
   /** The end of the session's maximum lifetime (SPEC §8): no rotation extends it, no token outlives it. */
-  const maxEnd = (session: Session) => session.created_at.getTime() + config.SESSION_MAX_LIFETIME * 1000
+  const maxEnd = (session: Pick<Session, 'created_at'>) => session.created_at.getTime() + config.SESSION_MAX_LIFETIME * 1000
 
   /** When the session ends unless it is refreshed: its last refresh token expires, its maximum lifetime passes, or it idles out. */
   function endOf (session: Session): Date {
@@ -78,8 +81,22 @@ function createSessions (app: FastifyInstance) {
   }
 
   /** What the tokens of a session issued to this client carry: its end, and their binding. */
-  const tokenSession = (session: Session, client: Client): TokenSession =>
+  const tokenSession = (session: Pick<Session, 'id' | 'created_at' | 'dpop_jkt'>, client: Client): TokenSession =>
     ({ id: session.id, endsAt: Math.floor(maxEnd(session) / 1000), bnd: binding.of(client), ...(session.dpop_jkt !== null && { jkt: session.dpop_jkt }) })
+
+  /** A new session's row: opened now, from this device. */
+  function newSession (userId: string, device: DeviceInfo): NewSession {
+    const now = Date.now()
+    return {
+      userId,
+      deviceName: device.deviceName ?? deviceNameFrom(device.userAgent),
+      ip: device.ip,
+      userAgent: device.userAgent?.slice(0, 512) ?? null,
+      createdAt: new Date(now),
+      expiresAt: new Date(now + Math.min(config.REFRESH_TOKEN_TTL, config.SESSION_MAX_LIFETIME) * 1000),
+      dpopJkt: device.dpopJkt ?? null
+    }
+  }
 
   /**
    * DEVICE_LIMIT under `evict_oldest`: these sessions end to make room, each
@@ -120,18 +137,25 @@ function createSessions (app: FastifyInstance) {
       }
       if (excess > 0) await evict(trx, afterCommit, user.id, active.sort(byLeastRecentlySeen).slice(0, excess).map(s => s.id), device)
     }
-    const now = Date.now()
-    const session = await insertSession(trx, {
-      userId: user.id,
-      deviceName: device.deviceName ?? deviceNameFrom(device.userAgent),
-      ip: device.ip,
-      userAgent: device.userAgent?.slice(0, 512) ?? null,
-      createdAt: new Date(now),
-      expiresAt: new Date(now + Math.min(config.REFRESH_TOKEN_TTL, config.SESSION_MAX_LIFETIME) * 1000),
-      dpopJkt: device.dpopJkt ?? null
-    })
+    const session = await insertSession(trx, newSession(user.id, device))
     const issued = await tokens.issue(trx, principal(user), tokenSession(session, device))
     return { session, tokens: issued.tokens }
+  }
+
+  /**
+   * `open` for a login when no DEVICE_LIMIT applies, in one statement with the
+   * login's other writes (`openLoginSession`), so that the common login is one
+   * round trip after its password check (SPEC §16). Undefined, with nothing
+   * written, when there is a limit to count or the user's row changed since
+   * `checked` was read: the caller then takes the transaction and `open`.
+   */
+  async function openAtLogin (checked: User, device: DeviceInfo): Promise<{ session: Session, tokens: Tokens } | undefined> {
+    if (config.DEVICE_LIMIT > 0) return undefined
+    const values = { id: randomUUID(), ...newSession(checked.id, device) }
+    const issuing = tokenSession({ id: values.id, created_at: values.createdAt, dpop_jkt: values.dpopJkt }, device)
+    const refresh = tokens.mint(issuing)
+    const session = await openLoginSession(db, checked, values, refresh, eventRow({ type: 'login.succeeded', client: device }))
+    return session && { session, tokens: tokens.pair(principal(checked), issuing, refresh) }
   }
 
   /**
@@ -275,7 +299,7 @@ function createSessions (app: FastifyInstance) {
     return sessions.map(session => ({ ...session, endsAt: endOf(session) }))
   }
 
-  return { open, rotate, check, endAll, renew, end, revoke, list }
+  return { open, openAtLogin, rotate, check, endAll, renew, end, revoke, list }
 }
 
 declare module 'fastify' {

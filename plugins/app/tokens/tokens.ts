@@ -240,15 +240,20 @@ function createTokens (app: FastifyInstance) {
     return tokens
   }
 
+  /** A new refresh token of the session, not yet recorded: its row is written by the caller's statement. */
+  function mint (session: TokenSession): RefreshRecord {
+    const iat = now()
+    return { jti: randomUUID(), sessionId: session.id, iat, exp: Math.min(iat + config.REFRESH_TOKEN_TTL, session.endsAt) }
+  }
+
   /** Records a new refresh token of the session (child of `parentJti` when rotating) and returns the pair. */
   async function issue (trx: Kysely<Database> | Transaction<Database>, user: Principal, session: TokenSession, parentJti: string | null = null): Promise<{ tokens: Tokens, refresh: RefreshRecord }> {
-    const iat = now()
-    const refresh = { jti: randomUUID(), sessionId: session.id, iat, exp: Math.min(iat + config.REFRESH_TOKEN_TTL, session.endsAt) }
+    const refresh = mint(session)
     await insertRefreshToken(trx, { ...refresh, userId: user.id, parentJti })
     return { tokens: pair(user, session, refresh), refresh }
   }
 
-  return { verify, pair, issue, decode }
+  return { verify, pair, mint, issue, decode }
 }
 
 export type TokenService = ReturnType<typeof createTokens>
