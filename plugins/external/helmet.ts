@@ -10,7 +10,22 @@ declare module 'fastify' {
   }
 }
 
-// Swagger UI at /docs runs its own scripts and styles; the API itself serves JSON only.
+/**
+ * What a JSON reply needs (the OWASP REST Security Cheat Sheet's set): it is
+ * never run, framed, sniffed or embedded, whatever the browser. Six short
+ * headers instead of helmet's twelve written for HTML pages, which cost every
+ * API reply a tenth of its time (SPEC §16).
+ */
+export const apiHeaders: Record<string, string> = {
+  'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+  'strict-transport-security': 'max-age=31536000; includeSubDomains',
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+  'cross-origin-resource-policy': 'same-origin'
+}
+
+// The pages of Swagger UI at /docs run their own scripts and styles: helmet's set for HTML, with a CSP that lets them.
 export const options: HelmetOptions = {
   contentSecurityPolicy: {
     directives: {
@@ -40,9 +55,11 @@ export function securityHeaders (helmetOptions: HelmetOptions): Record<string, s
 }
 
 export default fp(async (app) => {
-  const headers = securityHeaders(options)
+  const documentHeaders = securityHeaders(options)
   app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
-    if (request.routeOptions.config.securityHeaders !== false) reply.headers(headers)
+    if (request.routeOptions.config.securityHeaders !== false) {
+      reply.headers(request.routeOptions.url?.startsWith('/docs') ? documentHeaders : apiHeaders)
+    }
     done()
   })
 }, { name: 'security-headers' })

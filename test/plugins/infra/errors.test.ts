@@ -2,7 +2,10 @@ import net, { type AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { Type } from '@sinclair/typebox'
 import { AppError, errorCodes } from '../../../plugins/infra/errors.js'
+import { apiHeaders } from '../../../plugins/external/helmet.js'
 import { build } from '../../helper.js'
+
+const pick = (headers: Record<string, unknown>, names: string[]) => Object.fromEntries(names.map(name => [name, headers[name]]))
 
 /** The app plus a few routes of its own, registered before it is ready, as a route folder would. */
 async function appWithRoutes (t: Test) {
@@ -115,16 +118,19 @@ t.test('a typed error becomes its code and status; a 401 says how to authenticat
   t.equal(withToken.headers['www-authenticate'], 'Bearer realm="latchkey", error="invalid_token"')
 })
 
-t.test('responses carry the security headers', async t => {
+t.test('responses carry the security headers: the API set on JSON, helmet\'s set for the Swagger UI pages', async t => {
   const app = await appWithRoutes(t)
-  for (const url of ['/health', '/no/such/route']) {
+  for (const url of ['/health', '/no/such/route', '/test/revoked']) {
     const res = await app.inject({ url })
-    t.equal(res.headers['x-content-type-options'], 'nosniff', `${url} nosniff`)
-    t.equal(res.headers['x-frame-options'], 'SAMEORIGIN', `${url} frame options`)
-    t.match(res.headers['strict-transport-security'], /max-age=\d+/, `${url} HSTS`)
-    t.match(res.headers['content-security-policy'], /default-src 'self'/, `${url} CSP`)
+    t.same(pick(res.headers, Object.keys(apiHeaders)), apiHeaders, `${url}: the API set`)
+    t.equal(res.headers['content-security-policy'], "default-src 'none'; frame-ancestors 'none'", `${url}: nothing in it runs or is framed`)
     t.equal(res.headers['x-powered-by'], undefined, `${url} does not advertise the framework`)
   }
+  const docs = await app.inject({ url: '/docs' })
+  t.equal(docs.statusCode, 200)
+  t.match(docs.headers['content-security-policy'], /default-src 'self';.*script-src 'self'/, 'the docs pages may run their own scripts')
+  t.equal(docs.headers['x-frame-options'], 'SAMEORIGIN')
+  t.equal(docs.headers['x-content-type-options'], 'nosniff')
 })
 
 /** Writes raw bytes to the listening app and reads until the server closes the connection. */
