@@ -315,7 +315,9 @@ t.test('under allowed an unbound session is untouched: no proof, Bearer tokens',
 const skipShared = realBackends && process.env.REDIS_URL ? false : 'needs DATABASE_URL and REDIS_URL'
 
 t.test('a proof replayed on a second instance sharing Redis is refused', { skip: skipShared }, async t => {
-  const shared: Env = { CACHE_PREFIX: `latchkey-test-${randomUUID()}:` }
+  // Redis healthy throughout: a command that outlasts the 500 ms default on a
+  // loaded machine would distrust Redis, and the claim would then be local only.
+  const shared: Env = { CACHE_PREFIX: `latchkey-test-${randomUUID()}:`, REDIS_COMMAND_TIMEOUT_MS: '10000' }
   const a = await build(t, shared)
   const b = await build(t, shared)
   const key = dpopKey()
