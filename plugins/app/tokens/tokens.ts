@@ -146,9 +146,7 @@ function createTokens (app: FastifyInstance) {
       allowedAud: config.JWT_AUDIENCE,
       requiredClaims: required,
       checkTyp: kind === 'access' ? 'at+jwt' : undefined,
-      clockTolerance: leeway * 1000,
-      // Verified signatures are remembered briefly; claims and revocation are still checked every time.
-      cache: 10_000
+      clockTolerance: leeway * 1000
     })
     return [key.kid, { access: make('access'), refresh: make('refresh') }]
   }))
@@ -171,10 +169,32 @@ function createTokens (app: FastifyInstance) {
     return jws
   }
 
+  // Access tokens whose every check passed, by their exact text: a client sends
+  // the same one for its lifetime, and a string key costs no hash per request.
+  // Only `exp` can change its verdict, so it is checked on every hit; the state
+  // behind a token (revocation) is never cached here.
+  const verified = new Map<string, AccessClaims>()
+  const maxVerified = 10_000
+
   /** Verifies signature, algorithm, issuer, audience, lifetime and the shape of every claim. */
   function verify (token: string, kind: 'access'): AccessClaims
   function verify (token: string, kind: 'refresh'): RefreshClaims
   function verify (token: string, kind: TokenKind): AccessClaims | RefreshClaims {
+    if (kind === 'refresh') return check(token, kind)
+    const known = verified.get(token)
+    if (known !== undefined) {
+      if (now() < known.exp + leeway) return known
+      verified.delete(token)
+    }
+    const claims = check(token, kind)
+    if (verified.size >= maxVerified) verified.delete(verified.keys().next().value as string)
+    verified.set(token, Object.freeze(claims))
+    return claims
+  }
+
+  function check (token: string, kind: 'access'): AccessClaims
+  function check (token: string, kind: 'refresh'): RefreshClaims
+  function check (token: string, kind: TokenKind): AccessClaims | RefreshClaims {
     const jws = unwrap(token)
     const header = jsonObject(jws.slice(0, Math.max(jws.indexOf('.'), 0)))
     if (!header || foreignKeyHeaders.some(name => name in header) || typeof header.kid !== 'string') throw new AppError('token_invalid')

@@ -351,6 +351,20 @@ t.test('JWT_LEEWAY', async t => {
     t.equal(res.json().code, 'token_expired')
   })
 
+  t.test('a token accepted before (its verification remembered) is refused once it expires', async t => {
+    const app = await build(t)
+    const account = await register(app)
+    const exp = now() + 2
+    const soon = forge(part(account.tokens.accessToken, 0), { ...part(account.tokens.accessToken, 1), jti: randomUUID(), exp })
+    t.equal((await profile(app, soon)).statusCode, 200, 'accepted while it lives')
+    t.equal((await profile(app, soon)).statusCode, 200, 'and again, from what was remembered')
+    // Waits on the clock itself: past the second `exp` names.
+    while (Date.now() < exp * 1000) await new Promise(resolve => setTimeout(resolve, exp * 1000 - Date.now() + 5))
+    const res = await profile(app, soon)
+    t.equal(res.statusCode, 401, 'refused from the second it expires')
+    t.equal(res.json().code, 'token_expired')
+  })
+
   t.test('the leeway lets an iat slightly in the future through, not one beyond it', async t => {
     const app = await build(t, { JWT_LEEWAY: '30' })
     const account = await register(app)
