@@ -258,7 +258,7 @@ const profileRps = runs[0].rows[0].rps
 // A GET /profile takes 1/rate of the process's time; a first verification adds its cost to that.
 const perProfile = 1000 / profileRps
 const hs = costs[0]
-say(`\nAccess tokens, ${tokenCount} per algorithm: signing, and the first verification of each (later ones come from the verifier's cache)\n`)
+say(`\nAccess tokens, ${tokenCount} per algorithm: signing, and the first verification of each (later ones come from the cache of verified tokens)\n`)
 say('| algorithm | sign µs | verify µs | verify ÷ HS256 | GET /profile with a first verification, × HS256 |')
 say('|---|---:|---:|---:|---:|')
 for (const { name, sign, verify } of costs) {
