@@ -175,10 +175,14 @@ t.test('Redis backend', { skip: skipRedis }, async t => {
 })
 
 // Port 1 refuses every connection: no Redis server is needed for this one.
+// The boot waits for Redis at most REDIS_CONNECT_TIMEOUT (1 s here); the
+// command timeout is long, so that a call which waited for Redis would take
+// seconds: far beyond what a loaded machine adds to one that does not.
 t.test('an unreachable Redis: the app starts, and the cache answers misses at once', async t => {
+  await build(t)
   const started = Date.now()
-  const app = await build(t, { REDIS_URL: 'redis://127.0.0.1:1', REDIS_CONNECT_TIMEOUT: '1s', REDIS_COMMAND_TIMEOUT_MS: '200' })
-  t.ok(Date.now() - started < 5000, 'the boot is not held up by Redis')
+  const app = await build(t, { REDIS_URL: 'redis://127.0.0.1:1', REDIS_CONNECT_TIMEOUT: '1s', REDIS_COMMAND_TIMEOUT_MS: '5000' })
+  t.ok(Date.now() - started < 10_000, `the boot is held up by Redis no longer than its connect timeout (${Date.now() - started} ms)`)
   t.equal(app.cache.kind, 'redis')
   t.equal(app.cache.healthy, false)
 
@@ -193,7 +197,7 @@ t.test('an unreachable Redis: the app starts, and the cache answers misses at on
   t.equal(loads, 2, 'nothing is cached while Redis is not trusted: the source answers every time')
   await app.cache.publish('channel', 'message')
   t.equal(await app.cache.ping(), false)
-  t.ok(Date.now() - begin < 1000, `every call answered without waiting (${Date.now() - begin} ms)`)
+  t.ok(Date.now() - begin < 4000, `every call answered without waiting for a command timeout (${Date.now() - begin} ms)`)
 
   const health = await app.inject({ url: '/health' })
   t.equal(health.statusCode, 200, 'the service answers')
