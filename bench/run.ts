@@ -5,13 +5,14 @@
 import { execFileSync, fork } from 'node:child_process'
 import { createHash, generateKeyPairSync, randomBytes, randomUUID, sign } from 'node:crypto'
 import { once } from 'node:events'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { performance } from 'node:perf_hooks'
 import autocannon from 'autocannon'
 import { buildApp } from '../app.js'
+import { nodeFlags } from './node-flags.js'
 
 if (process.argv[2] === 'fanout') {
   await import('./fanout.js')
@@ -26,9 +27,7 @@ const password = 'benchmark password 1234'
 const root = fileURLToPath(new URL('..', import.meta.url))
 const say = (line: string) => { if (!json) console.log(line) }
 
-// The service runs with the node flags `npm run start:prod` gives it: package.json is their one home.
-const startProd: string = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).scripts['start:prod']
-const nodeFlags = startProd.split(/\s+/).filter(word => word.startsWith('--'))
+const flags = nodeFlags('start:prod')
 
 say('building dist/ (npm run build)')
 execFileSync('npm', ['run', 'build'], { cwd: root, stdio: json ? 'ignore' : ['ignore', 'ignore', 'inherit'] })
@@ -59,7 +58,7 @@ interface Run {
 const mb = (bytes: number) => Math.round(bytes / 1024 / 1024)
 
 async function benchBackend (backend: string, env: Record<string, string | undefined>, rssTarget: number): Promise<Run> {
-  const server = fork(join(root, 'dist/bench/server.js'), { execArgv: nodeFlags, env })
+  const server = fork(join(root, 'dist/bench/server.js'), { execArgv: flags, env })
   const [{ address: base }] = await once(server, 'message') as [{ address: string }]
   const ask = async <T>(message: object): Promise<T> => {
     server.send(message)
@@ -217,7 +216,7 @@ if (process.env.DATABASE_URL || process.env.REDIS_URL) {
 
 const fixed = (n: number, digits = 0) => n.toFixed(digits)
 for (const run of runs) {
-  say(`\n${run.backend}, compiled (node ${nodeFlags.join(' ')}, as start:prod): ${seconds}s per scenario (the bare routes and GET /profile: best of ${rounds} rounds in turn), ${connections} connections, rate limiter as deployed with its limits raised; load average ${run.loadAverage.join(' ')}\n`)
+  say(`\n${run.backend}, compiled (node ${flags.join(' ')}, as start:prod): ${seconds}s per scenario (the bare routes and GET /profile: best of ${rounds} rounds in turn), ${connections} connections, rate limiter as deployed with its limits raised; load average ${run.loadAverage.join(' ')}\n`)
   say('| scenario | req/s | p50 ms | p99 ms | baseline | req/s | ratio | target | peak RSS MB | note |')
   say('|---|---:|---:|---:|---|---:|---:|---:|---:|---|')
   for (const r of run.rows) {
@@ -270,4 +269,4 @@ for (const { name, sign, verify } of costs) {
   say(`| ${name} | ${(sign * 1000).toFixed(1)} | ${(verify * 1000).toFixed(1)} | ${(verify / hs.verify).toFixed(2)} | ${profileRatio.toFixed(2)} |`)
 }
 
-if (json) console.log(JSON.stringify({ date: new Date().toISOString(), nodeFlags, seconds, connections, runs, tokens: costs }, null, 2))
+if (json) console.log(JSON.stringify({ date: new Date().toISOString(), nodeFlags: flags, seconds, connections, runs, tokens: costs }, null, 2))

@@ -7,6 +7,7 @@ import { promisify } from 'node:util'
 import t from 'tap'
 import { realBackends, uniqueEmail } from './helper.js'
 import { listening, startServer } from './server-process.js'
+import { nodeFlags } from '../bench/node-flags.js'
 
 // `npm run build` then `npm run start:prod` (SPEC §3): the compiled server,
 // with no TypeScript loader, serves and migrates from dist/ alone. Compiled
@@ -30,7 +31,7 @@ t.test('the compiled server starts with plain node, applies the compiled migrati
   const production = realBackends
     ? { NODE_ENV: 'production', JWT_SECRET: 'build-test-secret-build-test-secret-0001', APP_SECRET: 'build-test-app-secret-build-test-0001', SMTP_URL: 'smtp://127.0.0.1:2' }
     : { DATA_DIR: mkdtempSync(join(tmpdir(), 'latchkey-build-data-')) }
-  const server = await startServer(t, production, [join(dist, 'server.js')])
+  const server = await startServer(t, production, [...nodeFlags('start:prod'), join(dist, 'server.js')])
   await listening(server)
   t.notMatch(server.output(), /tsx/, 'no TypeScript loader is involved')
   if (!realBackends) t.match(server.output(), /migrations applied/, 'a new database is migrated by the compiled migrations')

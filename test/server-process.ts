@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
+import { nodeFlags } from '../bench/node-flags.js'
 import { freePort } from './helper.js'
 
 // `npm start` as a child process, for the tests of server.ts (test/server*.test.ts).
@@ -27,10 +28,11 @@ export interface Server {
 }
 
 /**
- * `npm start`, as a child process: the run's backends when set, else the
- * embedded ones. `args` are node's instead (the compiled server: its path only).
+ * `npm start`, as a child process, with its node flags: the run's backends
+ * when set, else the embedded ones. `args` are node's instead (the compiled
+ * server: `npm run start:prod`'s flags and its path).
  */
-export async function startServer (t: Test, env: Record<string, string | undefined>, args = ['--import', tsx, serverPath]): Promise<Server> {
+export async function startServer (t: Test, env: Record<string, string | undefined>, args = [...nodeFlags('start'), '--import', tsx, serverPath]): Promise<Server> {
   const port = await freePort()
   let output = ''
   const child = spawn(process.execPath, args, {
